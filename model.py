@@ -1,0 +1,426 @@
+"""STCL-Net: the network and its training objective.
+
+Section numbers refer to ../shared/docs/STCL-NET.md. Shape letters: B videos, T snippets,
+D feature channels (RGB stream = first D/2, flow = last D/2), C action classes (C+1 with
+background, always the last column), M exemplar videos per class, N snippets of a
+resampled exemplar video.
+
+Three pieces, as in DETR:
+- :class:`STCLNet`, the network (cross-modal attention, fusion, base head, TCL, SCL);
+- :class:`STCLCriterion`, the training objective, returning a dict of named loss terms;
+- the post-processing lives in ``proposal_methods.py``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Weights of the three CAS branches in the fused CAS (section 4).
+BRANCH_WEIGHTS = (0.55, 0.36, 0.09)
+
+
+def init_conv_(module: nn.Module) -> None:
+    """Released initialisation: kaiming_uniform_ at its defaults for weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def conv(c_in: int, c_out: int, kernel: int) -> nn.Conv1d:
+    """A 1-D convolution over time that keeps the length T (padding kernel // 2)."""
+    return nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2)
+
+
+def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine similarity of every column of ``a`` with every column of ``b``.
+
+    a: (..., K, I), b: (..., K, J) -> (..., I, J)
+    """
+    return F.normalize(a, dim=-2).transpose(-1, -2) @ F.normalize(b, dim=-2)
+
+
+def suppress_with_actionness(cas: Tensor, attn: Tensor) -> Tensor:
+    """Attention-suppressed scores ``attn * (cas - min_c cas) + min_c cas``.
+
+    cas: (..., T, C+1), attn: (..., T, 1) -> (..., T, C+1)
+    """
+    low = cas.min(dim=-1, keepdim=True).values
+    return attn * (cas - low) + low
+
+
+class ClassifierHead(nn.Sequential):
+    """``Dropout, conv_k3(in->D), LReLU, Dropout, conv_k1(D->C+1)``: (B, in, T) -> (B, C+1, T)."""
+
+    def __init__(self, c_in: int, width: int, num_outputs: int, dropout: float):
+        super().__init__(nn.Dropout(dropout), conv(c_in, width, 3), nn.LeakyReLU(0.2),
+                         nn.Dropout(dropout), conv(width, num_outputs, 1))
+
+
+class CrossModalAttention(nn.Module):
+    """Actionness of one stream, gated by the other stream (section 1, from CO2-Net).
+
+    ``global_gate`` is the spec's g (released ``channel_conv``), ``local_gate`` its h
+    (released ``bit_wise_attn``), ``actionness`` the head that gives a.
+    """
+
+    def __init__(self, stream_width: int, hidden: int):
+        super().__init__()
+        self.global_gate = nn.Sequential(conv(stream_width, stream_width, 3), nn.LeakyReLU(0.2), nn.Dropout(0.5))
+        self.local_gate = nn.Sequential(conv(stream_width, stream_width, 3), nn.LeakyReLU(0.2), nn.Dropout(0.5))
+        self.actionness = nn.Sequential(
+            conv(stream_width, hidden, 3), nn.LeakyReLU(0.2), nn.Dropout(0.5),
+            conv(hidden, hidden, 3), nn.LeakyReLU(0.2),
+            conv(hidden, 1, 1), nn.Dropout(0.5), nn.Sigmoid(),
+        )
+
+    def forward(self, main: Tensor, other: Tensor):
+        """main, other: (B, D/2, T) -> actionness (B, 1, T), filtered main stream (B, D/2, T)."""
+        g = self.global_gate(main.mean(dim=-1, keepdim=True))  # (B, D/2, 1)
+        h = self.local_gate(other)  # (B, D/2, T)
+        filtered = torch.sigmoid(h * g) * main
+        return self.actionness(filtered), filtered
+
+
+class CorrelationLayer(nn.Module):
+    """One TCL layer: dynamic correlation embedding over the snippets of a video (section 2)."""
+
+    def __init__(self, width: int, key_width: int, kernel: int):
+        super().__init__()
+        self.key = conv(width, key_width, kernel)
+        self.value = conv(width, width, kernel)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """z: (B, D, T) -> (B, D, T): ``ReLU(V @ softmax_i(cos(K_i, K_j)) + V)``."""
+        k, v = self.key(z), self.value(z)  # (B, D/4, T), (B, D, T)
+        w = torch.softmax(cosine_matrix(k, k), dim=1)  # (B, T_i, T_j), columns sum to 1
+        return torch.relu(v @ w + v)
+
+
+class TemporalCorrelation(nn.Module):
+    """TCL: two stacked correlation layers (k1 convs, then k3 convs)."""
+
+    def __init__(self, width: int, key_width: int):
+        super().__init__()
+        self.layers = nn.ModuleList([CorrelationLayer(width, key_width, 1), CorrelationLayer(width, key_width, 3)])
+
+    def forward(self, x: Tensor, depth: int = 2) -> Tensor:
+        """x: (B, D, T) -> output of layer ``depth`` (B, D, T)."""
+        for layer in self.layers[:depth]:
+            x = layer(x)
+        return x
+
+
+class SemanticCorrelation(nn.Module):
+    """SCL: correlation of every snippet with the class exemplar bank (section 3).
+
+    The released code loops over the C+1 classes and the batch; here the whole thing is
+    two einsums. The per-class context ``r_a`` (C+1, B, D, T) is never materialised: the
+    class weight ``w_a = conv_k1(r_a)`` is linear, so it is computed on the exemplar values
+    first (``w . ev``, (C+1, M)), and ``r = sum_a alpha_a r_a`` becomes one contraction
+    over (a, m).
+    """
+
+    def __init__(self, width: int, key_width: int):
+        super().__init__()
+        self.query_key = conv(width, key_width, 1)
+        self.query_value = conv(width, width, 1)
+        self.exemplar_key = conv(width, key_width, 1)
+        self.exemplar_value = conv(width, width, 1)
+        self.class_weight = conv(width, 1, 1)
+
+    def forward(self, x: Tensor, bank: Tensor) -> Tensor:
+        """x: (B, D, T), bank: (C+1, D, M) -> ``ReLU(cat(u, r))`` (B, 2D, T)."""
+        q, u = self.query_key(x), self.query_value(x)  # (B, D/4, T), (B, D, T)
+        ek, ev = self.exemplar_key(bank), self.exemplar_value(bank)  # (C+1, D/4, M), (C+1, D, M)
+        sim = torch.einsum("bkt,akm->abtm", F.normalize(q, dim=1), F.normalize(ek, dim=1))
+        p = torch.softmax(sim, dim=-1)  # (C+1, B, T, M)
+        w_ev = torch.einsum("d,adm->am", self.class_weight.weight[0, :, 0], ev)  # (C+1, M)
+        w = torch.einsum("abtm,am->abt", p, w_ev) + self.class_weight.bias  # (C+1, B, T)
+        alpha = torch.softmax(w, dim=0)
+        r = torch.einsum("abt,abtm,adm->bdt", alpha, p, ev)  # (B, D, T)
+        return torch.relu(torch.cat([u, r], dim=1))
+
+
+class STCLNet(nn.Module):
+    """STCL-Net (sections 1-4 and 6).
+
+    Args:
+        feature_size: D, even; widths scale with it (stream D/2, keys and attention hidden D/4).
+        num_class: C, without background.
+        dropout: dropout of the fusion layer and the classifier heads (0.7).
+        variant: ``"thumos"`` or ``"activitynet"`` (section 6: cls_intra reads TCL layer 1,
+            and the scores are smoothed by an average pool of width ``smooth_kernel``).
+        max_seqlen, t: set the ActivityNet smoothing width ``(max_seqlen // t) // 2 * 2 + 1``.
+    """
+
+    def __init__(self, feature_size: int = 2048, num_class: int = 20, dropout: float = 0.7,
+                 variant: str = "thumos", max_seqlen: int = 500, t: int = 5):
+        super().__init__()
+        if feature_size % 2:
+            raise ValueError(f"feature_size must be even (two streams of D/2 channels), got {feature_size}")
+        if variant not in ("thumos", "activitynet"):
+            raise ValueError(f"variant must be 'thumos' or 'activitynet', got {variant!r}")
+        d = feature_size
+        self.feature_size, self.num_class, self.variant = d, num_class, variant
+        self.smooth_kernel = (max_seqlen // t) // 2 * 2 + 1 if variant == "activitynet" else 1
+        self.attention_rgb = CrossModalAttention(d // 2, d // 4)
+        self.attention_flow = CrossModalAttention(d // 2, d // 4)
+        self.fusion = nn.Sequential(conv(d, d, 1), nn.LeakyReLU(0.2), nn.Dropout(dropout))
+        self.cls_base = ClassifierHead(d, d, num_class + 1, dropout)
+        self.tcl = TemporalCorrelation(d, d // 4)
+        self.cls_intra = ClassifierHead(d, d, num_class + 1, dropout)
+        self.scl = SemanticCorrelation(d, d // 4)
+        self.cls_inter = ClassifierHead(2 * d, d, num_class + 1, dropout)
+        init_conv_(self)
+
+    # -- building blocks ---------------------------------------------------------------
+    def embed(self, features: Tensor):
+        """Cross-modal attention and fusion.
+
+        features: (B, T, D) -> x (B, D, T), attn, attn_rgb, attn_flow (B, 1, T)
+        """
+        f = features.transpose(1, 2)
+        rgb, flow = f[:, : self.feature_size // 2], f[:, self.feature_size // 2:]
+        attn_rgb, filtered_rgb = self.attention_rgb(rgb, flow)
+        attn_flow, filtered_flow = self.attention_flow(flow, rgb)
+        x = self.fusion(torch.cat([filtered_rgb, filtered_flow], dim=1))
+        return x, (attn_rgb + attn_flow) / 2, attn_rgb, attn_flow
+
+    def exemplar_bank(self, exemplar_videos: Tensor) -> Tensor:
+        """SCL exemplar extraction (section 3, steps 2-5).
+
+        exemplar_videos: (C, M, N, D) snippet features of M training videos per class.
+        Returns the exemplar bank E: (C+1, D, M), background set last.
+        """
+        c, m, n, d = exemplar_videos.shape
+        if c != self.num_class:
+            raise ValueError(f"exemplar videos hold {c} classes, the model has {self.num_class}")
+        xe, ae, _, _ = self.embed(exemplar_videos.reshape(c * m, n, d))  # (C*M, D, N), (C*M, 1, N)
+        ce = self.cls_base(xe).transpose(1, 2)  # (C*M, N, C+1)
+        supp = suppress_with_actionness(ce, ae.transpose(1, 2))
+        own_class = torch.arange(c, device=ce.device).repeat_interleave(m)  # class of each exemplar video
+        foreground = supp[torch.arange(c * m, device=ce.device), :, own_class]  # (C*M, N)
+        background = ce[..., -1]  # (C*M, N)
+        k = max(1, n // 10)
+
+        def mean_of_top(scores: Tensor) -> Tensor:  # (C*M, N) -> (C*M, D)
+            idx = scores.topk(k, dim=1).indices  # (C*M, k)
+            return torch.gather(xe, 2, idx.unsqueeze(1).expand(-1, d, -1)).mean(dim=2)
+
+        fg = mean_of_top(foreground).reshape(c, m, d)
+        bg = mean_of_top(background).reshape(c, m, d).mean(dim=0, keepdim=True)
+        return torch.cat([fg, bg], dim=0).transpose(1, 2)  # (C+1, D, M)
+
+    def smooth(self, s: Tensor) -> Tensor:
+        """ActivityNet smoothing over time (identity for THUMOS): (B, K, T) -> (B, K, T)."""
+        if self.smooth_kernel == 1:
+            return s
+        return F.avg_pool1d(s, self.smooth_kernel, stride=1, padding=self.smooth_kernel // 2, count_include_pad=True)
+
+    # -- forward ---------------------------------------------------------------------
+    def forward(self, features: Tensor, exemplar_bank: Optional[Tensor] = None,
+                exemplar_videos: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Scores of every snippet.
+
+        Args:
+            features: (B, T, D) snippet features.
+            exemplar_bank: (C+1, D, M), a bank built earlier by :meth:`exemplar_bank`, or
+            exemplar_videos: (C, M, N, D), to build the bank in this pass (with gradient
+                when training), as the released code does on every forward.
+
+        Returns a dict of
+            feat (B, T, D), cas, cas_base, cas_intra, cas_inter (B, T, C+1),
+            attn, attn_rgb, attn_flow (B, T, 1).
+        """
+        if (exemplar_bank is None) == (exemplar_videos is None):
+            raise ValueError("give exactly one of exemplar_bank (C+1, D, M) or exemplar_videos (C, M, N, D)")
+        if exemplar_bank is None:
+            exemplar_bank = self.exemplar_bank(exemplar_videos)
+        x, attn, attn_rgb, attn_flow = self.embed(features)
+        cas_base = self.cls_base(x)
+        tcl_depth = 2 if self.variant == "thumos" else 1
+        cas_intra = self.cls_intra(self.tcl(x, depth=tcl_depth))
+        cas_inter = self.cls_inter(self.scl(x, exemplar_bank))
+        cas_base, cas_intra, cas_inter, attn, attn_rgb, attn_flow = (
+            self.smooth(s) for s in (cas_base, cas_intra, cas_inter, attn, attn_rgb, attn_flow))
+        w_base, w_intra, w_inter = BRANCH_WEIGHTS
+        cas = w_base * cas_base + w_intra * cas_intra + w_inter * cas_inter
+        out = {"feat": x, "cas": cas, "cas_base": cas_base, "cas_intra": cas_intra, "cas_inter": cas_inter,
+               "attn": attn, "attn_rgb": attn_rgb, "attn_flow": attn_flow}
+        return {name: t.transpose(1, 2) for name, t in out.items()}
+
+
+# ======================================================================================
+# Training objective (section 5)
+# ======================================================================================
+
+def topk_mil(scores: Tensor, labels: Tensor, with_background: bool, r: float) -> Tensor:
+    """Top-k multiple-instance loss.
+
+    scores: (B, T, C+1); labels: (B, C) multi-hot. The top max(1, T // r) snippets of each
+    column are averaged into video logits; the target is the labels with a background
+    entry (1 or 0) appended, normalised to sum 1. Returns the mean over the batch.
+    """
+    k = max(1, int(scores.shape[1] // r))
+    logits = scores.topk(k, dim=1).values.mean(dim=1)  # (B, C+1)
+    bg = torch.full_like(labels[:, :1], 1.0 if with_background else 0.0)
+    target = torch.cat([labels, bg], dim=1)
+    target = target / (target.sum(dim=1, keepdim=True) + 1e-4)
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def branch_kl(cas_base: Tensor, cas_intra: Tensor, cas_inter: Tensor, log_form: bool = False) -> Tensor:
+    """Mutual KL between the three branches: sum over the 6 ordered pairs (P, Q).
+
+    Each pair is ``KLDivLoss(reduction='mean')(P, Q)`` = mean over all B*T*(C+1) entries of
+    ``Q * (log Q - P)``. The released code passes the probability P where torch expects a
+    log-probability (``log_form=False``, the default, keeps its numbers); ``log_form=True``
+    passes log P, the proper KL divergence. Inputs (B, T, C+1); gradients flow through both.
+    """
+    probs = [F.softmax(s, dim=-1) for s in (cas_base, cas_intra, cas_inter)]
+    inputs = [F.log_softmax(s, dim=-1) for s in (cas_base, cas_intra, cas_inter)] if log_form else probs
+    total = cas_base.new_zeros(())
+    for i in range(3):
+        for j in range(3):
+            if i != j:  # torch KLDivLoss(reduction="mean")(inputs[i], probs[j]), written out
+                total = total + (torch.xlogy(probs[j], probs[j]) - probs[j] * inputs[i]).mean()
+    return total
+
+
+def co_activity(feat: Tensor, scores: Tensor, labels: Tensor, num_pairs: int) -> Tensor:
+    """Co-activity similarity over the first ``num_pairs`` pairs (videos 2i, 2i+1).
+
+    feat: (B, T, D); scores: (B, T, C+1) (the suppressed CAS); labels: (B, C).
+    Returns the hinge loss averaged over the (pair, class) entries both videos share.
+    """
+    t = scores.shape[1]
+    a = F.softmax(scores[: 2 * num_pairs, :, :-1], dim=1)  # (2P, T, C); background masked out
+    x = feat[: 2 * num_pairs].transpose(1, 2)  # (2P, D, T)
+    high = x @ a  # (2P, D, C)
+    low = x @ (1 - a) / max(t - 1, 1)
+
+    def distance(u: Tensor, v: Tensor) -> Tensor:  # (P, D, C) -> (P, C)
+        return 1 - (u * v).sum(dim=1) / (u.norm(dim=1) * v.norm(dim=1))
+
+    h1, h2, l1, l2 = high[0::2], high[1::2], low[0::2], low[1::2]
+    d1, d2, d3 = distance(h1, h2), distance(h1, l2), distance(h2, l1)
+    shared = labels[0: 2 * num_pairs: 2] * labels[1: 2 * num_pairs: 2]  # (P, C)
+    hinge = 0.5 * torch.relu(d1 - d2 + 0.5) + 0.5 * torch.relu(d1 - d3 + 0.5)
+    return (hinge * shared).sum() / shared.sum()
+
+
+def mutual_attention(attn_rgb: Tensor, attn_flow: Tensor) -> Tensor:
+    """Each stream's actionness learns from the other, detached: (B, T, 1) -> ()."""
+    return 0.5 * F.mse_loss(attn_rgb, attn_flow.detach()) + 0.5 * F.mse_loss(attn_flow, attn_rgb.detach())
+
+
+def actionness_norm(attn: Tensor, attn_rgb: Tensor, attn_flow: Tensor) -> Tensor:
+    """Mean actionness of the fused and the two stream attentions, averaged: (B, T, 1) -> ()."""
+    return (attn.mean() + attn_rgb.mean() + attn_flow.mean()) / 3
+
+
+def actionness_guide(attn: Tensor, attn_rgb: Tensor, attn_flow: Tensor, cas: Tensor) -> Tensor:
+    """Actionness should be 1 - p(background): mean ``|1 - a - p_bg|`` of the three attentions.
+
+    attn*: (B, T, 1); cas: (B, T, C+1) -> ()
+    """
+    p_bg = F.softmax(cas, dim=-1)[..., -1:]
+    return sum((1 - a - p_bg).abs().mean() for a in (attn, attn_rgb, attn_flow)) / 3
+
+
+def _take(feat: Tensor, scores: Tensor, k: int) -> Tensor:
+    """Features of the top-k snippets by score (stable: ties go to the lowest index).
+
+    feat: (B, T, D), scores: (B, T) -> (B, k, D)
+    """
+    idx = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return torch.gather(feat, 1, idx.unsqueeze(-1).expand(-1, -1, feat.shape[-1]))
+
+
+def _erode(b: Tensor, before: int, after: int) -> Tensor:
+    """Binary erosion along time, outside counts as 0: out[t] = AND b[t-before .. t+after]. (B, T)."""
+    padded = F.pad(b.unsqueeze(1), (before, after), value=0.0)
+    return -F.max_pool1d(-padded, before + after + 1, stride=1).squeeze(1)
+
+
+def _dilate(b: Tensor, before: int, after: int) -> Tensor:
+    """Binary dilation along time: out[t] = OR b[t-before .. t+after]. (B, T)."""
+    padded = F.pad(b.unsqueeze(1), (before, after), value=0.0)
+    return F.max_pool1d(padded, before + after + 1, stride=1).squeeze(1)
+
+
+def nce(q: Tensor, k: Tensor, negatives: Tensor, temperature: float = 0.07) -> Tensor:
+    """InfoNCE with one positive: q, k (B, D), negatives (B, K, D) -> () (mean over B)."""
+    q, k, negatives = F.normalize(q, dim=-1), F.normalize(k, dim=-1), F.normalize(negatives, dim=-1)
+    logits = torch.cat([(q * k).sum(-1, keepdim=True), torch.einsum("bd,bkd->bk", q, negatives)], dim=1)
+    target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits / temperature, target)
+
+
+def snippet_contrast(feat: Tensor, attn: Tensor, keep_mask: Optional[Tensor] = None) -> Tensor:
+    """Hard/easy snippet contrast of CoLA (section 5, L_snippet).
+
+    feat: (B, T, D); attn: (B, T, 1); keep_mask: (B, T) of 0/1, the easy-snippet dropout
+    mask (keep probability 0.4); drawn from torch's generator when not given.
+    k_easy = T // 5 and k_hard = T // 20 (at least 1, so that short videos give a finite loss).
+    """
+    a = torch.sigmoid(attn.squeeze(-1))  # (B, T); sigmoid of a sigmoid, as released
+    t = a.shape[1]
+    k_easy, k_hard = max(1, t // 5), max(1, t // 20)
+    if keep_mask is None:
+        keep_mask = (torch.rand_like(a) < 0.4).to(a.dtype)
+    easy_action = _take(feat, a * keep_mask, k_easy)
+    easy_background = _take(feat, (a.max(dim=1, keepdim=True).values - a) * keep_mask, k_easy)
+
+    with torch.no_grad():
+        b = (a > torch.quantile(a, 0.5, dim=1, keepdim=True)).to(a.dtype)
+        inner = _erode(b, 1, 1) - _erode(b, 3, 2)
+        outer = _dilate(b, 2, 3) - _dilate(b, 1, 1)
+    hard_action = _take(feat, a * inner, k_hard)
+    hard_background = _take(feat, a * outer, k_hard)
+    return (nce(hard_action.mean(1), easy_action.mean(1), easy_background)
+            + nce(hard_background.mean(1), easy_background.mean(1), easy_action))
+
+
+class STCLCriterion(nn.Module):
+    """The training objective of section 5; returns a dict of weighted, named terms.
+
+    Terms: mil, branch, kl, co, mutual, norm, guide, snippet, and their sum ``total``.
+    ``weights`` holds each term's weight (alpha1..4, the KL weight).
+    """
+
+    TERMS = ("mil", "branch", "kl", "co", "mutual", "norm", "guide", "snippet")
+
+    def __init__(self, k: float = 7, alpha1: float = 0.8, alpha2: float = 0.8, alpha3: float = 1.0,
+                 alpha4: float = 1.0, kl_weight: float = 1.0, kl_log_form: bool = False,
+                 num_pairs: int = 3, use_snippet: bool = True):
+        super().__init__()
+        self.k, self.kl_log_form, self.num_pairs = k, kl_log_form, num_pairs
+        self.weights = {"mil": 1.0, "branch": 1.0, "kl": kl_weight, "co": alpha3, "mutual": alpha4,
+                        "norm": alpha1, "guide": alpha2, "snippet": 1.0 if use_snippet else 0.0}
+
+    def forward(self, outputs: Dict[str, Tensor], labels: Tensor,
+                keep_mask: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """outputs: the dict of :meth:`STCLNet.forward`; labels: (B, C) multi-hot."""
+        cas, attn = outputs["cas"], outputs["attn"]
+        supp = suppress_with_actionness(cas, attn)
+        r = self.k
+        terms = {
+            "mil": topk_mil(cas, labels, True, r) + topk_mil(supp, labels, False, r),
+            "branch": sum(topk_mil(outputs[name], labels, True, r) for name in ("cas_base", "cas_intra", "cas_inter")),
+            "kl": branch_kl(outputs["cas_base"], outputs["cas_intra"], outputs["cas_inter"], self.kl_log_form),
+            "co": co_activity(outputs["feat"], supp, labels, self.num_pairs),
+            "mutual": mutual_attention(outputs["attn_rgb"], outputs["attn_flow"]),
+            "norm": actionness_norm(attn, outputs["attn_rgb"], outputs["attn_flow"]),
+            "guide": actionness_guide(attn, outputs["attn_rgb"], outputs["attn_flow"], cas),
+        }
+        if self.weights["snippet"]:
+            terms["snippet"] = snippet_contrast(outputs["feat"], attn, keep_mask)
+        weighted = {name: self.weights[name] * value for name, value in terms.items()}
+        weighted["total"] = sum(weighted.values())
+        return weighted

@@ -1,0 +1,134 @@
+"""Command-line options of STCL-Net.
+
+One parser serves ``main.py`` (training) and ``test.py`` (evaluation). The flags of the
+released implementation keep their names and spellings (``--weight_decay``,
+``--gamma-oic`` ...) so that published command lines run unchanged; the defaults are the
+THUMOS-14 configuration of ../shared/docs/STCL-NET.md (section 5).
+
+Nothing is parsed at import time: call :func:`parse_args` from an entry point.
+"""
+import argparse
+
+#: Per-variant settings that the released code hard-codes in its two model classes.
+#: ``--use-model`` picks one; explicit flags (``--num-exemplars``, ``--kl-weight``) win.
+VARIANTS = {
+    "STCL_THU": {"variant": "thumos", "num_exemplars": 10, "kl_weight": 1.0},
+    "STCL_ACT": {"variant": "activitynet", "num_exemplars": 5, "kl_weight": 0.1},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; see the README for a table of every flag."""
+    p = argparse.ArgumentParser(
+        description="STCL-Net: weakly-supervised temporal action localization",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--path-dataset", default="dataset/THUMOS14",
+                      help="folder holding <dataset-name>-I3D-JOINTFeatures.npy and <dataset-name>-Annotations/")
+    data.add_argument("--dataset-name", default="Thumos14reduced",
+                      help="file prefix of the features and annotations (Thumos14reduced, ActivityNet1.2, ...)")
+    data.add_argument("--dataset", default="SampleDataset", choices=["SampleDataset", "AntSampleDataset"],
+                      help="loader name of the released code; both read the same layout, the split is taken from subset.npy")
+    data.add_argument("--num-class", type=int, default=20, help="number of action classes C (background excluded)")
+    data.add_argument("--feature-size", type=int, default=2048,
+                      help="snippet feature width D: RGB stream first D/2 channels, flow the last D/2")
+    data.add_argument("--max-seqlen", type=int, default=500,
+                      help="N: training videos and SCL exemplar videos are resampled to this many snippets")
+    data.add_argument("--batch-size", type=int, default=10, help="videos per training batch")
+    data.add_argument("--num-similar", type=int, default=3,
+                      help="pairs of same-class videos at the head of each batch (the co-activity pairs)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--use-model", default="STCL_THU", choices=sorted(VARIANTS),
+                       help="STCL_THU (THUMOS-14) or STCL_ACT (ActivityNet variant, spec section 6)")
+    model.add_argument("--AWM", default="BWA_fusion_dropout_feat_v2", choices=["BWA_fusion_dropout_feat_v2"],
+                       help="cross-modal attention module; the released code has only this one for STCL-Net")
+    model.add_argument("--dropout_ratio", type=float, default=0.7, help="dropout of the fusion layer and classifier heads")
+    model.add_argument("--t", type=int, default=5,
+                       help="ActivityNet variant: scores are smoothed with an average pool of width (max_seqlen//t)//2*2+1")
+    model.add_argument("--num-exemplars", type=int, default=None,
+                       help="M, exemplar videos per class for SCL (default: 10 for STCL_THU, 5 for STCL_ACT)")
+    model.add_argument("--exemplar-mode", default="cached", choices=["cached", "resample"],
+                       help="evaluation: 'cached' builds the exemplar bank once per evaluation from a seeded draw "
+                            "(deterministic, fast); 'resample' redraws it for every test video, as released")
+    model.add_argument("--exemplar-draws", type=int, default=1,
+                       help="cached mode: average the exemplar bank over this many seeded draws")
+    model.add_argument("--exemplar-seed", type=int, default=0, help="cached mode: seed of the exemplar draw")
+
+    loss = p.add_argument_group("training objective")
+    loss.add_argument("--k", type=float, default=7, help="top-k MIL: the top T//k snippets of each class are averaged")
+    loss.add_argument("--alpha1", type=float, default=0.8, help="weight of the actionness norm term")
+    loss.add_argument("--alpha2", type=float, default=0.8, help="weight of the actionness guide term")
+    loss.add_argument("--alpha3", type=float, default=1.0, help="weight of the co-activity contrast term")
+    loss.add_argument("--alpha4", type=float, default=1.0, help="weight of the RGB/flow mutual-learning term")
+    loss.add_argument("--kl-weight", type=float, default=None,
+                      help="weight of the branch KL term (default: 1 for STCL_THU, 0.1 for STCL_ACT)")
+    loss.add_argument("--kl-form", default="prob", choices=["prob", "log"],
+                      help="'prob': KLDivLoss on probabilities, as released (reproducible numbers); "
+                           "'log': the proper log-probability input")
+
+    optim = p.add_argument_group("optimisation")
+    optim.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (constant)")
+    optim.add_argument("--weight_decay", type=float, default=1e-3, help="Adam L2 weight decay (added to the gradient)")
+    optim.add_argument("--max-iter", type=int, default=10000, help="training iterations")
+    optim.add_argument("--interval", type=int, default=200, help="evaluate every this many iterations")
+    optim.add_argument("--seed", type=int, default=3552, help="seed of python, numpy and torch")
+    optim.add_argument("--seeds", default=None,
+                       help="comma-separated seeds, e.g. 3552,0,1: train once per seed and print mean +- std")
+    optim.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast) on CUDA; off by default")
+    optim.add_argument("--resume", default=None,
+                       help="continue a killed run from this checkpoint (usually <run dir>/last.pt)")
+
+    post = p.add_argument_group("proposals and evaluation")
+    post.add_argument("--proposal_method", default="multiple_threshold_hamnet", choices=["multiple_threshold_hamnet"],
+                      help="how scores become detections (spec section 7)")
+    post.add_argument("--gamma-oic", type=float, default=0.2, help="weight of the video score in a proposal's score")
+    post.add_argument("--feature_fps", type=float, default=25,
+                      help="frames per second of the features; a snippet is 16 frames (seconds = snippets * 16 / fps)")
+    post.add_argument("--scale", type=float, default=1,
+                      help="accepted for released command lines; it cancels out there, detections are scored in snippets")
+    post.add_argument("--classification-topk", type=int, default=1,
+                      help="classification mAP: mean of the top-k CAS values per class (1 = the released behaviour)")
+
+    run = p.add_argument_group("run")
+    run.add_argument("--model-name", default="STCL", help="name of the run: results go to <output-dir>/<model-name>/")
+    run.add_argument("--output-dir", default="runs", help="parent folder of run folders")
+    run.add_argument("--pretrained-ckpt", default=None,
+                     help="checkpoint to start from (main.py) or to evaluate (test.py): the project's own or the released .pkl")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                     help="auto = cuda when available, else cpu")
+    run.add_argument("--log-every", type=int, default=10, help="write loss terms to TensorBoard every this many iterations")
+    run.add_argument("--demo", action="store_true",
+                     help="build the synthetic demo dataset if missing and train/evaluate on it (see README)")
+
+    test = p.add_argument_group("test.py")
+    test.add_argument("--output", default=None,
+                      help="test.py: folder for the detections JSON and the metrics (default: next to the checkpoint)")
+    test.add_argument("--save-cas", default=None, help="test.py: store each test video's CAS and actionness in this folder")
+    test.add_argument("--from-cas", default=None,
+                      help="test.py: re-run proposals and evaluation from a --save-cas folder, with no network")
+    test.add_argument("--visualize", type=int, default=0, help="test.py: draw this many test videos as PNGs")
+    test.add_argument("--video", action="append", default=[], help="test.py: draw this test video (repeatable)")
+    test.add_argument("--export-official", default=None,
+                      help="test.py: write the model's weights in the released state-dict format to this path")
+    return p
+
+
+def resolve_variant(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the options whose default depends on ``--use-model`` (M, KL weight)."""
+    defaults = VARIANTS[args.use_model]
+    args.variant = defaults["variant"]
+    if args.num_exemplars is None:
+        args.num_exemplars = defaults["num_exemplars"]
+    if args.kl_weight is None:
+        args.kl_weight = defaults["kl_weight"]
+    return args
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and resolve variant defaults."""
+    args = build_parser().parse_args(argv)
+    if args.feature_size % 2:
+        build_parser().error(f"--feature-size must be even (two streams of D/2); got {args.feature_size}")
+    return resolve_variant(args)

@@ -1,0 +1,31 @@
+"""Shared pytest fixtures."""
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# The real THUMOS-14 annotation files and the golden outputs of the released code live
+# beside the checkout (../shared), never inside it.
+SHARED = REPO.parent / "shared"
+THUMOS_ANNOTATIONS = SHARED / "data" / "thumos14" / "Thumos14reduced-Annotations"
+GOLDEN = SHARED / "data" / "golden" / "stcl_thu_official.npz"
+
+
+@pytest.fixture(scope="session")
+def thumos_annotations() -> Path:
+    """Path of the real THUMOS-14 annotation folder (../shared/data/thumos14/...)."""
+    if not THUMOS_ANNOTATIONS.is_dir():
+        pytest.skip(f"real THUMOS-14 annotations not found at {THUMOS_ANNOTATIONS}")
+    return THUMOS_ANNOTATIONS
+
+
+@pytest.fixture(scope="session")
+def golden_path() -> Path:
+    """Path of the golden outputs of the released STCL_THU (../shared/data/golden)."""
+    if not GOLDEN.is_file():
+        pytest.skip(f"golden outputs not found at {GOLDEN}")
+    return GOLDEN

@@ -1,0 +1,18 @@
+"""Project exception types.
+
+Every problem with user-supplied files (features, annotations, checkpoints) is raised as
+one of these, with a message that names the file and what is wrong, so that a user sees
+one clear sentence instead of a traceback from deep inside numpy or torch.
+"""
+
+
+class STCLError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class DataError(STCLError, ValueError):
+    """A dataset file is missing, unreadable or inconsistent."""
+
+
+class CheckpointError(STCLError, ValueError):
+    """A checkpoint is missing, truncated, corrupted or does not fit the model."""
