@@ -282,13 +282,15 @@ def branch_kl(cas_base: Tensor, cas_intra: Tensor, cas_inter: Tensor, log_form: 
     log-probability (``log_form=False``, the default, keeps its numbers); ``log_form=True``
     passes log P, the proper KL divergence. Inputs (B, T, C+1); gradients flow through both.
     """
-    probs = [F.softmax(s, dim=-1) for s in (cas_base, cas_intra, cas_inter)]
-    inputs = [F.log_softmax(s, dim=-1) for s in (cas_base, cas_intra, cas_inter)] if log_form else probs
+    log_probs = [F.log_softmax(s, dim=-1) for s in (cas_base, cas_intra, cas_inter)]
+    probs = [lp.exp() for lp in log_probs]
+    inputs = log_probs if log_form else probs
     total = cas_base.new_zeros(())
     for i in range(3):
         for j in range(3):
-            if i != j:  # torch KLDivLoss(reduction="mean")(inputs[i], probs[j]), written out
-                total = total + (torch.xlogy(probs[j], probs[j]) - probs[j] * inputs[i]).mean()
+            if i != j:  # KLDivLoss(reduction="mean")(inputs[i], probs[j]) with log Q from log_softmax,
+                # which keeps the gradient finite where a probability underflows to 0
+                total = total + (probs[j] * (log_probs[j] - inputs[i])).mean()
     return total
 
 
