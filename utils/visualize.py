@@ -1,0 +1,375 @@
+"""One figure per test video: ground truth, detections, actionness and CAS over time.
+
+Scores come from the saved network outputs (``test.py --save-cas DIR``), laid out as
+    DIR/<video_name>.npz      arrays ``cas`` (T, C+1) and ``attn`` (T, 1)
+    DIR/meta.json             {"class_names": [...], "scale": 0.64}
+    DIR/ground_truth.json     {video_name: [[start_snippet, end_snippet, label], ...]}
+    DIR/detections.json       {video_name: [[start_snippet, end_snippet, label, score], ...]}
+
+Usage:
+    python -m utils.visualize --from-cas DIR --video NAME [--video NAME2 ...]
+                              [--out OUT_DIR] [--score-cut X]
+writes OUT_DIR/<video_name>.png (default OUT_DIR: DIR/figures).
+
+Times are in seconds: snippet t covers [t * scale, (t + 1) * scale), scale = 16 / 25 on
+THUMOS-14 (16 frames at 25 fps); curves are drawn at snippet centres. Figures are drawn on
+a ``matplotlib.figure.Figure`` (Agg canvas), never through pyplot.
+"""
+import json
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from utils.errors import DataError, STCLError
+
+SNIPPET_SECONDS = 16 / 25
+SCORE_CUT = 0.5  # detections scoring above this (outer-inner-contrast scale) are drawn
+FIGSIZE = (12, 6)  # inches
+DPI = 100
+_NO_GROUND_TRUTH = (np.zeros((0, 2)), np.zeros(0, dtype=np.int64))
+_NO_DETECTIONS = (np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0))
+USAGE = ("usage: python -m utils.visualize --from-cas DIR --video NAME [--video NAME2 ...] "
+         "[--out OUT_DIR] [--score-cut X]")
+
+
+@dataclass(frozen=True)
+class VideoFigureData:
+    """Everything ``plot_video`` draws for one video; times in seconds.
+
+    time: (T,) snippet centres, (t + 0.5) * scale.    duration: T * scale.
+    classes: (K,) class indices drawn, by descending video score.
+    class_names: (K,) their names.    video_score: (K,) their video scores.
+    gt, detections: class -> (n, 2) [start, end) segments in seconds, for every drawn
+        class (possibly empty); detections only those scoring above ``score_cut``.
+    detection_scores: class -> (n,) scores of those detections.
+    actionness: (T,) attention.    cas: class -> (T,) softmax over C+1 per snippet.
+    """
+
+    time: np.ndarray
+    duration: float
+    classes: np.ndarray
+    class_names: list
+    video_score: np.ndarray
+    gt: dict
+    detections: dict
+    detection_scores: dict
+    actionness: np.ndarray
+    cas: dict
+    score_cut: float
+
+
+@dataclass(frozen=True)
+class CasDirectory:
+    """What ``load_cas_dir`` read. Video name -> arrays; a video absent from the JSON files
+    has no ground truth / no detections.
+
+    cas: (T, C+1).  attn: (T, 1).  ground_truth: (segments (n, 2), labels (n,)) in snippets.
+    detections: (start (n,), end (n,), label (n,), score (n,)) in snippets.
+    """
+
+    class_names: list
+    scale: float
+    cas: dict
+    attn: dict
+    ground_truth: dict
+    detections: dict
+
+
+def video_score(cas: np.ndarray, attn: np.ndarray) -> np.ndarray:
+    """Section 7 step 1: softmax over C+1 of the mean of the top max(1, T // 10) values of
+    each column of cas * attn, background dropped. cas (T, C+1), attn (T, 1) -> (C,)."""
+    s = cas * attn.reshape(-1, 1)
+    k = max(1, len(s) // 10)
+    top_mean = np.sort(s, axis=0)[-k:].mean(axis=0)
+    return _softmax(top_mean)[:-1]
+
+
+def video_figure_data(cas, attn, gt_segments, gt_labels, detections, class_names,
+                      score_cut: float = SCORE_CUT, top_classes: int = 3,
+                      scale: float = SNIPPET_SECONDS) -> VideoFigureData:
+    """Select and convert what to draw for one video.
+
+    cas: (T, C+1) raw CAS.  attn: (T, 1) or (T,) actionness.
+    gt_segments: (n, 2) [start, end) in snippets.  gt_labels: (n,) class indices.
+    detections: (start, end, label, score) arrays in snippets, or an object with those
+        attributes.  class_names: (C,).
+    The drawn classes are the ``top_classes`` best by video score, every ground-truth
+    class, and every class with a detection above ``score_cut`` (strictly).
+    """
+    cas = np.asarray(cas, dtype=np.float64)
+    attn = np.asarray(attn, dtype=np.float64).reshape(-1)
+    _check_shapes(cas, attn, len(class_names))
+    gt_segments = np.asarray(gt_segments, dtype=np.float64).reshape(-1, 2)
+    gt_labels = np.asarray(gt_labels, dtype=np.int64)
+    start, end, label, score = _detection_arrays(detections)
+    kept = score > score_cut
+
+    v = video_score(cas, attn)
+    top = np.argsort(-v, kind="stable")[:top_classes]
+    drawn = np.union1d(np.union1d(top, gt_labels), label[kept]).astype(np.int64)
+    classes = drawn[np.argsort(-v[drawn], kind="stable")]
+    keys = classes.tolist()  # plain ints
+    probability = _softmax(cas)  # (T, C+1)
+    det_seconds = np.stack([start, end], axis=1) * scale
+    return VideoFigureData(
+        time=(np.arange(len(cas)) + 0.5) * scale,
+        duration=len(cas) * scale,
+        classes=classes,
+        class_names=[class_names[c] for c in classes],
+        video_score=v[classes],
+        gt={c: gt_segments[gt_labels == c] * scale for c in keys},
+        detections={c: det_seconds[kept & (label == c)] for c in keys},
+        detection_scores={c: score[kept & (label == c)] for c in keys},
+        actionness=attn,
+        cas={c: probability[:, c] for c in keys},
+        score_cut=score_cut,
+    )
+
+
+def plot_video(data: VideoFigureData, out_png, title: str = "") -> Path:
+    """Draw one video into ``out_png`` (1200 x 600 pixels): ground-truth and detection
+    lanes per class, the actionness curve, and the CAS of the drawn classes."""
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    lanes, actionness, cas = fig.subplots(3, 1, sharex=True,
+                                          height_ratios=[max(2, len(data.classes)), 1, 1.5])
+    _draw_segment_lanes(lanes, data)
+    _draw_actionness(actionness, data)
+    _draw_cas(cas, data)
+    cas.set_xlim(0, data.duration)
+    cas.set_xlabel("time (s)")
+    fig.suptitle(title)
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=DPI)
+    return out_png
+
+
+def visualize_videos(cas_by_video, attn_by_video, gt_by_video, det_by_video, class_names,
+                     names, out_dir, score_cut: float = SCORE_CUT,
+                     scale: float = SNIPPET_SECONDS) -> list[Path]:
+    """Write ``out_dir/<name>.png`` for each of ``names``.
+
+    cas_by_video: name -> (T, C+1).  attn_by_video: name -> (T, 1).
+    gt_by_video: name -> (segments (n, 2), labels (n,)) in snippets.
+    det_by_video: name -> (start, end, label, score) in snippets.
+    A name missing from gt_by_video / det_by_video has no ground truth / detections.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        if name not in cas_by_video:
+            raise DataError(f"video {name!r}: no CAS for it (known: {len(cas_by_video)} videos)")
+        segments, labels = gt_by_video.get(name, _NO_GROUND_TRUTH)
+        data = video_figure_data(cas_by_video[name], attn_by_video[name], segments, labels,
+                                 det_by_video.get(name, _NO_DETECTIONS), class_names,
+                                 score_cut=score_cut, scale=scale)
+        written.append(plot_video(data, out_dir / f"{name}.png", title=name))
+    return written
+
+
+def load_cas_dir(directory, videos=None) -> CasDirectory:
+    """Read a ``test.py --save-cas`` folder (layout in the module docstring); only the
+    ``.npz`` files of ``videos`` when given, else all of them."""
+    directory = Path(directory)
+    meta = _read_json(directory / "meta.json")
+    class_names = meta.get("class_names") if isinstance(meta, dict) else None
+    scale = meta.get("scale") if isinstance(meta, dict) else None
+    if not isinstance(class_names, list) or not isinstance(scale, (int, float)):
+        raise DataError(f"{directory / 'meta.json'}: expected "
+                        '{"class_names": [...], "scale": <number>}')
+    if videos is None:
+        videos = sorted(path.stem for path in directory.glob("*.npz"))
+    num_classes = len(class_names)
+    scores = {name: _read_scores(directory / f"{name}.npz", num_classes) for name in videos}
+    gt_rows = _read_rows(directory / "ground_truth.json", 3, num_classes)
+    det_rows = _read_rows(directory / "detections.json", 4, num_classes)
+    return CasDirectory(
+        class_names=[str(name) for name in class_names],
+        scale=float(scale),
+        cas={name: cas for name, (cas, _) in scores.items()},
+        attn={name: attn for name, (_, attn) in scores.items()},
+        ground_truth={name: (rows[:, :2], rows[:, 2].astype(np.int64))
+                      for name, rows in gt_rows.items()},
+        detections={name: (rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), rows[:, 3])
+                     for name, rows in det_rows.items()},
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Command line (see the module docstring); prints the paths written."""
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    options = _parse_cli(argv)
+    try:
+        saved = load_cas_dir(options["from_cas"], options["video"])
+        written = visualize_videos(saved.cas, saved.attn, saved.ground_truth,
+                                   saved.detections, saved.class_names, options["video"],
+                                   options["out"], options["score_cut"], saved.scale)
+    except STCLError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(map(str, written)))
+    return 0
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _check_shapes(cas: np.ndarray, attn: np.ndarray, num_classes: int) -> None:
+    if cas.ndim != 2 or cas.shape[1] != num_classes + 1 or len(cas) == 0:
+        raise ValueError(f"cas has shape {cas.shape}, expected (T >= 1, C+1 = {num_classes + 1})")
+    if attn.shape != (len(cas),):
+        raise ValueError(f"attn has {attn.size} values, expected T = {len(cas)}")
+
+
+def _detection_arrays(detections) -> tuple:
+    """(start, end, label, score) arrays from a 4-tuple or an object with those attributes."""
+    if hasattr(detections, "score"):
+        detections = (detections.start, detections.end, detections.label, detections.score)
+    start, end, label, score = detections
+    return (np.asarray(start, dtype=np.float64), np.asarray(end, dtype=np.float64),
+            np.asarray(label, dtype=np.int64), np.asarray(score, dtype=np.float64))
+
+
+def _class_colour(c: int):
+    """Colour of class c: tab20's 10 dark hues for classes 0..9, then its 10 light ones."""
+    return colormaps["tab20"]((2 * c) % 20 + (c // 10) % 2)
+
+
+def _draw_segment_lanes(axes, data: VideoFigureData) -> None:
+    """Two lanes per class, top to bottom: ground truth (solid), detections (translucent)."""
+    ticks, labels = [], []
+    for row, (c, name) in enumerate(zip(data.classes, data.class_names)):
+        gt_y, det_y = -2 * row, -2 * row - 1
+        colour = _class_colour(c)
+        axes.broken_barh(_as_spans(data.gt[c]), (gt_y - 0.4, 0.8), color=colour)
+        axes.broken_barh(_as_spans(data.detections[c]), (det_y - 0.4, 0.8), facecolor=colour,
+                         alpha=0.45, edgecolor=colour)
+        ticks += [gt_y, det_y]
+        labels += [f"GT {name}", f"det {name}"]
+    axes.set_yticks(ticks, labels, fontsize="small")
+    axes.set_title(f"ground truth and detections scoring above {data.score_cut:g}",
+                   fontsize="medium")
+    axes.legend(handles=[Patch(color="black", label="ground truth"),
+                         Patch(color="black", alpha=0.45, label="detection")],
+                loc="upper right", fontsize="small")
+
+
+def _as_spans(segments: np.ndarray) -> list:
+    """(n, 2) [start, end) -> [(start, width), ...] for broken_barh."""
+    return [(start, end - start) for start, end in segments]
+
+
+def _draw_actionness(axes, data: VideoFigureData) -> None:
+    axes.plot(data.time, data.actionness, color="black", lw=1.2)
+    axes.fill_between(data.time, data.actionness, color="black", alpha=0.1)
+    axes.set(ylim=(0, 1.05), ylabel="actionness")
+    axes.grid(alpha=0.3)
+
+
+def _draw_cas(axes, data: VideoFigureData) -> None:
+    """CAS curves of the drawn classes over their ground truth, shaded."""
+    for c, name, v in zip(data.classes, data.class_names, data.video_score):
+        for start, end in data.gt[c]:
+            axes.axvspan(start, end, color=_class_colour(c), alpha=0.12, lw=0)
+        axes.plot(data.time, data.cas[c], color=_class_colour(c), lw=1.2,
+                  label=f"{name} (video score {v:.2f})")
+    axes.set(ylim=(0, 1.05), ylabel="CAS (softmax)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper right", fontsize="small")
+
+
+def _parse_cli(argv: list[str]) -> dict:
+    """``--from-cas DIR --video NAME ... [--out DIR] [--score-cut X]`` -> options dict;
+    exits with the usage on anything else."""
+    options = {"from_cas": None, "video": [], "out": None, "score_cut": SCORE_CUT}
+    tokens = list(argv)
+    while tokens:
+        flag = tokens.pop(0)
+        if flag not in ("--from-cas", "--video", "--out", "--score-cut") or not tokens:
+            raise SystemExit(f"unexpected or incomplete argument {flag!r}\n{USAGE}")
+        value = tokens.pop(0)
+        if flag == "--video":
+            options["video"].append(value)
+        elif flag == "--score-cut":
+            options["score_cut"] = _parse_float(value)
+        else:
+            options[flag[2:].replace("-", "_")] = value
+    if options["from_cas"] is None or not options["video"]:
+        raise SystemExit(f"--from-cas and at least one --video are required\n{USAGE}")
+    options["out"] = options["out"] or str(Path(options["from_cas"]) / "figures")
+    return options
+
+
+def _parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SystemExit(f"--score-cut: not a number: {text!r}\n{USAGE}") from None
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+
+
+def _read_rows(path: Path, width: int, num_classes: int) -> dict:
+    """{video: [[...width numbers...], ...]} -> video -> (n, width) float64, labels in
+    column 2 checked to be class indices."""
+    content = _read_json(path)
+    if not isinstance(content, dict):
+        raise DataError(f"{path}: expected an object {{video_name: [[...], ...]}}")
+    return {name: _rows_of_video(path, name, rows, width, num_classes)
+            for name, rows in content.items()}
+
+
+def _rows_of_video(path: Path, name: str, rows, width: int, num_classes: int) -> np.ndarray:
+    shaped = isinstance(rows, list) and all(
+        isinstance(row, list) and len(row) == width
+        and all(isinstance(v, (int, float)) for v in row) for row in rows)
+    if not shaped:
+        raise DataError(f"{path}: video {name!r}: expected a list of rows of {width} numbers")
+    array = np.array(rows, dtype=np.float64).reshape(-1, width)
+    labels = array[:, 2]
+    if np.any((labels != np.round(labels)) | (labels < 0) | (labels >= num_classes)):
+        raise DataError(f"{path}: video {name!r}: labels must be integers 0..{num_classes - 1}")
+    return array
+
+
+def _read_scores(path: Path, num_classes: int) -> tuple:
+    """DIR/<video>.npz -> cas (T, C+1), attn (T, 1), checked."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (no saved CAS for video {path.stem!r})")
+    try:
+        with np.load(path) as saved:
+            arrays = {key: saved[key] for key in ("cas", "attn") if key in saved.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    missing = {"cas", "attn"} - set(arrays)
+    if missing:
+        raise DataError(f"{path}: missing array(s) {sorted(missing)}")
+    cas, attn = arrays["cas"], arrays["attn"]
+    if cas.ndim != 2 or cas.shape[1] != num_classes + 1 or len(cas) == 0:
+        raise DataError(f"{path}: cas has shape {cas.shape}, expected (T >= 1, {num_classes + 1})"
+                        " for the classes of meta.json")
+    if attn.size != len(cas):
+        raise DataError(f"{path}: attn has shape {attn.shape}, expected ({len(cas)}, 1)")
+    return cas, attn.reshape(-1, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
