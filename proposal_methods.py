@@ -1,0 +1,156 @@
+"""From per-snippet scores to detections (spec section 7); pure functions on numpy arrays.
+
+Everything is in snippet units: a proposal [start, end) covers snippets start..end-1;
+multiply by 16/25 for seconds. Select a method by name with `PROPOSAL_METHODS`.
+"""
+import numpy as np
+
+from utils.evaluation import SegmentTable, seconds_to_snippets, video_class_scores
+
+ACT_THRESHOLDS = np.linspace(0.1, 0.9, 10)
+
+
+def video_scores(cas, attn) -> np.ndarray:
+    """Video-level class scores v (C,) of one video.
+
+    cas: (T, C+1), attn: (T, 1). With s = cas * attn, the softmax over C+1 of the mean of
+    the top max(1, T // 10) values of each column of s, background dropped.
+    """
+    s = np.asarray(cas, np.float64) * np.asarray(attn, np.float64).reshape(-1, 1)
+    return video_class_scores(s, k=max(1, len(s) // 10))
+
+
+def grouped_runs(mask) -> list[tuple[int, int]]:
+    """Runs of consecutive True in mask (T,) as inclusive (i0, i1) pairs, left to right."""
+    starts, ends = _run_bounds(np.asarray(mask, dtype=bool)[None, :])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _run_bounds(masks):
+    """Runs of consecutive True in each row of masks (R, T) -> (starts, ends) inclusive,
+    ordered by row, then left to right."""
+    padded = np.pad(masks.astype(np.int8), ((0, 0), (1, 1)))
+    step = np.diff(padded, axis=1)
+    starts = np.nonzero(step == 1)[1]
+    ends = np.nonzero(step == -1)[1] - 1
+    return starts, ends
+
+
+def outer_inner_contrast(scores, i0: int, i1: int) -> float:
+    """Outer-inner contrast of the run [i0, i1] (inclusive) of scores (T,), without the
+    gamma * v[c] bonus: mean of scores[i0..i1] minus mean of the outer snippets."""
+    return float(_outer_inner_contrast(np.asarray(scores, np.float64)[:, None],
+                                       np.array([i0]), np.array([i1]))[0, 0])
+
+
+def _outer_inner_contrast(s, starts, ends) -> np.ndarray:
+    """Outer-inner contrast of every run (R,) for every column of s (T, K) -> (R, K).
+
+    As released: with n = i1 - i0 + 1, o0 = max(0, int(i0 - n/4)), o1 = min(T-1,
+    int(i1 + n/4)); the outer snippets are [o0, i0) and (i1, o1], their mean is 0 when
+    there are none.
+    """
+    num_snippets = len(s)
+    length = ends - starts + 1
+    outer_start = np.maximum(0, np.trunc(starts - 0.25 * length).astype(np.int64))
+    outer_end = np.minimum(num_snippets - 1, np.trunc(ends + 0.25 * length).astype(np.int64))
+    prefix = np.concatenate([np.zeros((1, s.shape[1])), np.cumsum(s, axis=0)])
+    inner_sum = prefix[ends + 1] - prefix[starts]
+    outer_sum = prefix[outer_end + 1] - prefix[outer_start] - inner_sum
+    outer_count = (outer_end - outer_start + 1 - length)[:, None]
+    outer_mean = np.divide(outer_sum, outer_count, out=np.zeros_like(outer_sum),
+                           where=outer_count > 0)
+    return inner_sum / length[:, None] - outer_mean
+
+
+def soft_nms(start, end, score, sigma: float = 0.3):
+    """Gaussian soft-NMS of proposals (n,) -> (order (n,) int64, kept_score (n,)).
+
+    Repeatedly picks the remaining proposal with the highest current score (the first in
+    input order on ties), outputs it with that current score, and multiplies every other
+    remaining score by exp(-IoU^2 / sigma). IoU uses the released "+1" convention:
+    area = end - start + 1, intersection = max(0, min_end - max_start + 1). Nothing is
+    discarded; negative scores are multiplied as they are.
+    order[i] is the input index of the i-th pick, kept_score[i] its score when picked.
+    """
+    start, end = np.asarray(start, np.float64), np.asarray(end, np.float64)
+    current = np.array(score, dtype=np.float64)
+    area = end - start + 1
+    remaining = np.ones(len(current), dtype=bool)
+    order = np.empty(len(current), dtype=np.int64)
+    kept_score = np.empty(len(current))
+    for i in range(len(current)):
+        pick = int(np.argmax(np.where(remaining, current, -np.inf)))
+        order[i], kept_score[i] = pick, current[pick]
+        remaining[pick] = False
+        overlap = np.minimum(end[pick], end) - np.maximum(start[pick], start) + 1
+        intersection = np.maximum(0, overlap)
+        iou = intersection / (area[pick] + area - intersection)
+        current *= np.exp(-iou**2 / sigma)
+    return order, kept_score
+
+
+def ambiguous_to_snippets(intervals_seconds) -> np.ndarray:
+    """Ambiguous intervals (K, 2) in seconds -> (K, 2) int64 snippets [s, e), rounded as
+    Python's round (half to even)."""
+    return seconds_to_snippets(np.asarray(intervals_seconds, np.float64).reshape(-1, 2))
+
+
+def filter_ambiguous(detections: SegmentTable, ambiguous_snippets: dict) -> SegmentTable:
+    """Drop detections that share a snippet with an ambiguous interval of their video.
+
+    ambiguous_snippets: video index -> (K, 2) snippet intervals [s, e) from
+    `ambiguous_to_snippets`. A detection [start, end) of video v is dropped when the integer
+    ranges [int(start), int(end)) and some [s, e) of v overlap in at least one snippet,
+    whatever the class; touching ranges are kept.
+    """
+    first, last = np.trunc(detections.start), np.trunc(detections.end)
+    dropped = np.zeros(len(detections), dtype=bool)
+    for video, intervals in ambiguous_snippets.items():
+        intervals = np.asarray(intervals).reshape(-1, 2)
+        rows = np.flatnonzero(detections.video == video)
+        overlap = (np.maximum(first[rows, None], intervals[:, 0])
+                   < np.minimum(last[rows, None], intervals[:, 1]))
+        dropped[rows] = overlap.any(axis=1)
+    return detections.select(~dropped)
+
+
+def multiple_threshold_hamnet(cas, attn, video: int, *, act_thresholds=ACT_THRESHOLDS,
+                              class_threshold: float = 0.2, gamma: float = 0.2,
+                              sigma: float = 0.3, ambiguous=None) -> SegmentTable:
+    """Detections of one video (snippet units), as the released multiple_threshold_hamnet.
+
+    cas: (T, C+1), attn: (T, 1). Classes with v[c] >= class_threshold (else the argmax of
+    v, see `video_scores`) are predicted. For each threshold, the runs of snippets with
+    attn > threshold become proposals [i0, i1 + 1) of every predicted class c, scored by the
+    outer-inner contrast of s[:, c] (s = cas * attn) plus gamma * v[c]. Per class, the
+    proposals of all thresholds are pooled and ordered by Gaussian soft-NMS; then, if
+    `ambiguous` (video index -> (K, 2) snippet intervals) is given, detections sharing a
+    snippet with an ambiguous interval of this video are dropped (`filter_ambiguous`). Rows come by class, then soft-NMS order.
+    """
+    cas = np.asarray(cas, np.float64)
+    attn = np.asarray(attn, np.float64).reshape(-1)
+    if cas.ndim != 2 or len(attn) != len(cas):
+        raise ValueError(f"cas must be (T, C+1) and attn (T, 1); got cas {cas.shape} "
+                         f"and {attn.size} attn values")
+    s = cas * attn[:, None]
+    v = video_scores(cas, attn[:, None])
+    classes = np.flatnonzero(v >= class_threshold)
+    if len(classes) == 0:
+        classes = np.array([np.argmax(v)])
+    starts, ends = _run_bounds(attn[None, :] > np.asarray(act_thresholds)[:, None])
+    scores = _outer_inner_contrast(s[:, classes], starts, ends) + gamma * v[classes]
+    per_class = [_class_detections(video, c, starts, ends + 1, scores[:, k], sigma)
+                 for k, c in enumerate(classes)]
+    detections = SegmentTable.concat(per_class)
+    return detections if ambiguous is None else filter_ambiguous(detections, ambiguous)
+
+
+def _class_detections(video, label, start, end, score, sigma) -> SegmentTable:
+    """One class's pooled proposals (n,) after soft-NMS, as a table."""
+    order, kept_score = soft_nms(start, end, score, sigma)
+    n = len(order)
+    return SegmentTable(np.full(n, video), np.full(n, label), start[order], end[order], kept_score)
+
+
+PROPOSAL_METHODS = {"multiple_threshold_hamnet": multiple_threshold_hamnet}

@@ -1,0 +1,348 @@
+"""Detection and classification mAP (spec sections 7 and 8); numpy only, no torch, no options.
+
+Every mAP here is a fraction in [0, 1]; only `summarize` reports percent.
+Segments are in snippet units (one snippet = 16 frames at 25 fps, so seconds = snippets *
+16 / 25) unless a name says seconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from utils.errors import DataError
+
+SECONDS_PER_SNIPPET = 16 / 25
+THUMOS_TIOU = np.round(np.arange(0.1, 1.0, 0.1), 2)
+ACTIVITYNET_TIOU = np.round(np.linspace(0.5, 0.95, 10), 2)
+
+# Named averages reported by `summarize`: name -> the thresholds it averages.
+_AVERAGES = {
+    "avg 0.1:0.5": np.round(np.arange(0.1, 0.55, 0.1), 2),
+    "avg 0.3:0.7": np.round(np.arange(0.3, 0.75, 0.1), 2),
+    "avg 0.1:0.7": np.round(np.arange(0.1, 0.75, 0.1), 2),
+    "avg 0.1:0.9": np.round(np.arange(0.1, 0.95, 0.1), 2),
+    "avg 0.5:0.95": ACTIVITYNET_TIOU,
+}
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """Temporal segments, one row each, in snippet units.
+
+    Used for detections and ground truth alike (ground truth has score 1).
+    video: (n,) int64, index into a list of video names kept by the caller.
+    label: (n,) int64, class index 0..C-1.
+    start, end: (n,) float64 snippets, the segment is [start, end).
+    score: (n,) float64 confidence.
+    """
+
+    video: np.ndarray
+    label: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    score: np.ndarray
+
+    def __post_init__(self):
+        dtypes = {"video": np.int64, "label": np.int64}
+        for field in fields(self):
+            column = np.asarray(getattr(self, field.name), dtype=dtypes.get(field.name, np.float64))
+            if column.ndim != 1:
+                raise ValueError(f"SegmentTable.{field.name} must be 1-D, got shape {column.shape}")
+            object.__setattr__(self, field.name, column)
+        lengths = {field.name: len(getattr(self, field.name)) for field in fields(self)}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"SegmentTable columns differ in length: {lengths}")
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    @classmethod
+    def empty(cls) -> SegmentTable:
+        """A table with no rows."""
+        return cls(*(np.empty(0) for _ in fields(cls)))
+
+    @classmethod
+    def concat(cls, tables) -> SegmentTable:
+        """Rows of `tables` one after the other (an empty table for no tables)."""
+        tables = list(tables)
+        if not tables:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(cls)))
+
+    def select(self, rows) -> SegmentTable:
+        """The rows picked by a boolean mask (n,) or an integer index array."""
+        return SegmentTable(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+    def to_records(self, video_names, scale: float = SECONDS_PER_SNIPPET) -> list[dict]:
+        """JSON-ready rows: video name (bytes decoded), label, start and end in seconds
+        (snippets * scale), score."""
+        return [
+            {"video": _text(video_names[v]), "label": int(c), "start": float(s * scale),
+             "end": float(e * scale), "score": float(p)}
+            for v, c, s, e, p in zip(self.video, self.label, self.start, self.end, self.score)
+        ]
+
+
+def _text(name) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def seconds_to_snippets(t, fps: float = 25, snippet_frames: int = 16) -> np.ndarray:
+    """Snippet index of times `t` (seconds, any shape) as int64: round(t * fps / snippet_frames).
+
+    Rounds exact halves to even, element by element exactly as Python's `round` does on the
+    same float (np.rint is IEEE round-half-even on the exact value, which is what Python's
+    round computes too); 100 of the THUMOS-14 test boundaries depend on this.
+    """
+    return np.rint(np.asarray(t, dtype=np.float64) * fps / snippet_frames).astype(np.int64)
+
+
+def ground_truth_from_annotations(segments, segment_labels, videos) -> SegmentTable:
+    """Ground truth in snippet units from per-video annotations in seconds.
+
+    segments[i]: list of [start_s, end_s] of video `videos[i]`; segment_labels[i]: the class
+    index of each of those segments. Rows keep annotation order; score is 1.
+    """
+    if not len(segments) == len(segment_labels) == len(videos):
+        raise DataError(f"annotations differ in length: {len(segments)} segment lists, "
+                        f"{len(segment_labels)} label lists, {len(videos)} videos")
+    starts, ends, labels, owners = [], [], [], []
+    for video, video_segments, video_labels in zip(videos, segments, segment_labels):
+        bounds = np.asarray(video_segments, dtype=np.float64).reshape(-1, 2)
+        if len(bounds) != len(video_labels):
+            raise DataError(f"video {video}: {len(bounds)} segments but {len(video_labels)} labels")
+        if np.any(bounds[:, 1] < bounds[:, 0]):
+            raise DataError(f"video {video}: a segment ends before it starts: {bounds.tolist()}")
+        starts.append(bounds[:, 0])
+        ends.append(bounds[:, 1])
+        labels.append(np.asarray(video_labels, dtype=np.int64).reshape(-1))
+        owners.append(np.full(len(bounds), video, dtype=np.int64))
+    if not owners:
+        return SegmentTable.empty()
+    start, end = (seconds_to_snippets(np.concatenate(x)) for x in (starts, ends))
+    return SegmentTable(np.concatenate(owners), np.concatenate(labels), start, end,
+                        np.ones(len(start)))
+
+
+def _tiou(p_start, p_end, g_start, g_end) -> np.ndarray:
+    """Element-wise (broadcast) tIoU of [p_start, p_end) and [g_start, g_end), no +1.
+
+    A segment of zero (or negative) length has tIoU 0 with everything: its intersection is
+    0, and so is the union when both are empty (0 / 0, NaN in the toolkit).
+    """
+    intersection = np.clip(np.minimum(p_end, g_end) - np.maximum(p_start, g_start), 0, None)
+    union = (p_end - p_start) + (g_end - g_start) - intersection
+    return np.divide(intersection, union, out=np.zeros(np.shape(union)), where=union > 0)
+
+
+def tiou(segment, segments) -> np.ndarray:
+    """tIoU of one segment (2,) [start, end) with each of segments (n, 2) -> (n,)."""
+    segment, segments = np.asarray(segment, np.float64), np.asarray(segments, np.float64)
+    return _tiou(segment[0], segment[1], segments[:, 0], segments[:, 1])
+
+
+def pairwise_tiou(a, b) -> np.ndarray:
+    """tIoU of every segment of a (n, 2) with every segment of b (m, 2) -> (n, m)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return _tiou(a[:, :1], a[:, 1:], b[:, 0], b[:, 1])
+
+
+def detection_ap(detections: SegmentTable, ground_truth: SegmentTable, tiou_thresholds,
+                 num_classes: int) -> np.ndarray:
+    """Average precision per tIoU threshold and class, ActivityNet-toolkit style -> (n_thr, C).
+
+    Per class with ground truth and per threshold, detections are taken by descending score
+    (stable: equal scores keep input order). A detection is a true positive if some ground
+    truth of its video and class with tIoU >= threshold is still unmatched at that threshold;
+    it then matches the one with the highest tIoU among those (equal tIoU: the first in
+    ground-truth row order), exactly like the toolkit's walk over ground truth sorted by
+    descending tIoU, which skips matched ones and stops at the first below the threshold.
+    So a detection whose best ground truth is taken can still match the next best.
+    AP is the toolkit's `interpolated_prec_rec` (precision made monotone from the right,
+    summed over recall steps). The toolkit's unstable reversed argsorts are replaced by the
+    stable orders above.
+    Classes without ground truth get NaN and their detections are ignored; ground truth
+    that no detection matches (in videos without detections, too) counts as a miss;
+    detections in videos without ground truth of their class are false positives.
+    tiou_thresholds: (n_thr,) in (0, 1]. Returns float64 fractions.
+    """
+    thresholds = _check_thresholds(tiou_thresholds)
+    for name, table in (("detections", detections), ("ground truth", ground_truth)):
+        _check_indices(table, num_classes, name)
+    num_positives = np.bincount(ground_truth.label, minlength=num_classes)
+    detections = detections.select(num_positives[detections.label] > 0)
+    ranked = detections.select(np.lexsort((-detections.score, detections.label)))
+    true_positive = _match(ranked, ground_truth, thresholds)
+    class_bounds = np.searchsorted(ranked.label, np.arange(num_classes + 1))
+    ap = np.full((len(thresholds), num_classes), np.nan)
+    for c in np.flatnonzero(num_positives):
+        rows = slice(class_bounds[c], class_bounds[c + 1])
+        ap[:, c] = _interpolated_ap(true_positive[:, rows], num_positives[c])
+    return ap
+
+
+def detection_map(detections: SegmentTable, ground_truth: SegmentTable, tiou_thresholds,
+                  num_classes: int) -> np.ndarray:
+    """Detection mAP per tIoU threshold (n_thr,): mean AP over the classes with ground truth."""
+    ap = detection_ap(detections, ground_truth, tiou_thresholds, num_classes)
+    with_ground_truth = ~np.isnan(ap[0])
+    if not with_ground_truth.any():
+        raise ValueError("detection mAP needs ground truth; the ground-truth table is empty")
+    return ap[:, with_ground_truth].mean(axis=1)
+
+
+def _check_thresholds(tiou_thresholds) -> np.ndarray:
+    thresholds = np.atleast_1d(np.asarray(tiou_thresholds, dtype=np.float64))
+    if thresholds.ndim != 1 or len(thresholds) == 0 or np.any((thresholds <= 0) | (thresholds > 1)):
+        raise ValueError(f"tIoU thresholds must be a non-empty list in (0, 1], got {thresholds}")
+    return thresholds
+
+
+def _check_indices(table: SegmentTable, num_classes: int, name: str):
+    if np.any((table.label < 0) | (table.label >= num_classes)):
+        raise ValueError(f"{name}: class labels must lie in 0..{num_classes - 1}")
+    if np.any(table.video < 0):
+        raise ValueError(f"{name}: video indices must be >= 0")
+
+
+def _match(ranked: SegmentTable, ground_truth: SegmentTable, thresholds) -> np.ndarray:
+    """Greedy matching of score-ranked detections (sorted by class, then rank) -> TP (n_thr, n).
+
+    Matching in different (class, video) groups is independent, so the k-th candidate
+    detection of every group is matched in one vectorised step; a candidate is a detection
+    with some ground truth of its group at tIoU >= the smallest threshold (the others are
+    false positives everywhere and take nothing).
+    """
+    num_videos = 1 + max(ranked.video.max(initial=-1), ground_truth.video.max(initial=-1))
+    det_group = ranked.label * num_videos + ranked.video
+    gt_group = ground_truth.label * num_videos + ground_truth.video
+    det, gt = _same_group_pairs(det_group, gt_group)
+    overlap = _tiou(ranked.start[det], ranked.end[det],
+                    ground_truth.start[gt], ground_truth.end[gt])
+    candidate = overlap >= thresholds.min()
+    det, gt, overlap = det[candidate], gt[candidate], overlap[candidate]
+    step = _rank_in_group(det, det_group)
+    order = np.lexsort((gt, -overlap, det, step))  # per step: detection, best tIoU first
+    det, gt, overlap, step = det[order], gt[order], overlap[order], step[order]
+
+    true_positive = np.zeros((len(thresholds), len(ranked)), dtype=bool)
+    matched = np.zeros((len(thresholds), len(ground_truth)), dtype=bool)
+    above = overlap >= thresholds[:, None]  # (n_thr, n_pairs)
+    pair_index = np.arange(len(det))
+    pair_bounds = np.append(_run_starts(det), len(det))  # candidate i: pairs [b[i], b[i+1])
+    det_starts = pair_bounds[:-1]
+    step_bounds = np.append(_run_starts(step[det_starts]), len(det_starts))
+    for s0, s1 in zip(step_bounds[:-1], step_bounds[1:]):
+        # candidates s0..s1-1 (one per group); per threshold, each takes its first free pair
+        p0, p1 = pair_bounds[s0], pair_bounds[s1]
+        free = above[:, p0:p1] & ~matched[:, gt[p0:p1]]
+        first = np.minimum.reduceat(np.where(free, pair_index[p0:p1], len(det)),
+                                    det_starts[s0:s1] - p0, axis=1)  # (n_thr, detections)
+        thr, hit = np.nonzero(first < len(det))
+        matched[thr, gt[first[thr, hit]]] = True
+        true_positive[thr, det[det_starts[s0 + hit]]] = True
+    return true_positive
+
+
+def _same_group_pairs(det_group, gt_group):
+    """All (detection, ground truth) index pairs with equal group -> (det (P,), gt (P,)).
+
+    Pairs come by detection, and within a detection in ground-truth row order.
+    """
+    gt_order = np.argsort(gt_group, kind="stable")
+    sorted_groups = gt_group[gt_order]
+    first = np.searchsorted(sorted_groups, det_group, "left")
+    count = np.searchsorted(sorted_groups, det_group, "right") - first
+    det = np.repeat(np.arange(len(det_group)), count)
+    offset = np.arange(len(det)) - np.repeat(np.cumsum(count) - count, count)
+    return det, gt_order[np.repeat(first, count) + offset]
+
+
+def _rank_in_group(det, det_group) -> np.ndarray:
+    """For pairs sorted by detection: rank of the pair's detection among the distinct
+    detections of its group (0 for the best-scored one) -> (P,)."""
+    starts = _run_starts(det)
+    groups = det_group[det[starts]]
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    rank = np.empty(len(groups), dtype=np.int64)
+    rank[order] = np.arange(len(groups)) - np.searchsorted(sorted_groups, sorted_groups, "left")
+    return np.repeat(rank, np.diff(np.append(starts, len(det))))
+
+
+def _run_starts(values) -> np.ndarray:
+    """Indices where a run of equal consecutive values starts (none for an empty array)."""
+    return np.flatnonzero(np.concatenate(([len(values) > 0], values[1:] != values[:-1])))
+
+
+def _interpolated_ap(true_positive, num_positives: int) -> np.ndarray:
+    """The toolkit's interpolated_prec_rec for each row of true_positive (n_thr, n) -> (n_thr,)."""
+    tp = np.cumsum(true_positive, axis=1, dtype=np.float64)
+    precision = tp / np.arange(1, true_positive.shape[1] + 1)
+    recall = tp / num_positives
+    edge = np.zeros((len(tp), 1))
+    precision = np.hstack([edge, precision, edge])
+    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+    recall = np.hstack([edge, recall, edge + 1])
+    return np.sum(np.diff(recall, axis=1) * precision[:, 1:], axis=1)
+
+
+def video_class_scores(cas, k: int = 1) -> np.ndarray:
+    """Video-level class scores: softmax over C+1 of the mean of the top-k values of each
+    column of cas (T, C+1), background dropped -> (C,)."""
+    cas = np.asarray(cas, dtype=np.float64)
+    if not 1 <= k <= len(cas):
+        raise ValueError(f"k must lie in 1..T = {len(cas)}, got {k}")
+    logits = np.partition(cas, len(cas) - k, axis=0)[len(cas) - k:].mean(axis=0)
+    exp = np.exp(logits - logits.max())
+    return (exp / exp.sum())[:-1]
+
+
+def classification_map(scores, labels) -> float:
+    """Classification mAP, a fraction: scores (V, C), labels (V, C) multi-hot (> 0 = present).
+
+    Per class a ranking AP: videos by descending score (stable), the mean of the precision
+    at each positive; mean over the classes with at least one positive.
+    """
+    scores, positive = np.asarray(scores, np.float64), np.asarray(labels) > 0
+    if scores.shape != positive.shape or scores.ndim != 2:
+        raise ValueError(f"scores {scores.shape} and labels {positive.shape} must both be (V, C)")
+    order = np.argsort(-scores, axis=0, kind="stable")
+    hits = np.take_along_axis(positive, order, axis=0)
+    precision = np.cumsum(hits, axis=0) / np.arange(1, len(hits) + 1)[:, None]
+    num_positives = hits.sum(axis=0)
+    present = num_positives > 0
+    if not present.any():
+        raise ValueError("classification mAP needs at least one positive label")
+    ap = (precision * hits).sum(axis=0)[present] / num_positives[present]
+    return float(ap.mean())
+
+
+def summarize(map_per_threshold, tiou_thresholds) -> dict:
+    """Named results in PERCENT (the one function here that reports percent).
+
+    'mAP@0.1' ... per threshold, then each of 'avg 0.1:0.5', 'avg 0.3:0.7', 'avg 0.1:0.7',
+    'avg 0.1:0.9', 'avg 0.5:0.95' whose thresholds are all present.
+    """
+    maps = 100 * np.asarray(map_per_threshold, dtype=np.float64)
+    thresholds = np.round(np.asarray(tiou_thresholds, dtype=np.float64), 2)
+    summary = {f"mAP@{t:g}": float(m) for t, m in zip(thresholds, maps)}
+    for name, wanted in _AVERAGES.items():
+        present = np.isclose(thresholds[:, None], wanted[None, :]).any(axis=1)
+        if present.sum() == len(wanted):
+            summary[name] = float(maps[present].mean())
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """A fixed-width text table of a `summarize` result: per-threshold row, then averages row."""
+    per_threshold = {k.removeprefix("mAP@"): v for k, v in summary.items() if k.startswith("mAP@")}
+    averages = {k.removeprefix("avg "): v for k, v in summary.items() if k.startswith("avg ")}
+    lines = []
+    for title, row in (("tIoU", per_threshold), ("avg", averages)):
+        if row:
+            width = max(7, *(len(k) + 2 for k in row))
+            lines.append(f"{title:<8}" + "".join(f"{k:>{width}}" for k in row))
+            lines.append(f"{'mAP (%)':<8}" + "".join(f"{v:>{width}.2f}" for v in row.values()))
+    return "\n".join(lines)
