@@ -1,0 +1,505 @@
+"""Reading and validating the features and annotations; samplers; the exemplar source.
+
+The layout is the one of the CO2-Net / STCL-Net release (spec section 10)::
+
+    <path-dataset>/<name>-I3D-JOINTFeatures.npy    object array of (T_i, D) float arrays
+    <path-dataset>/<name>-Annotations/
+        classlist.npy, videoname.npy, subset.npy, duration.npy,
+        labels_all.npy, labels.npy, segments.npy, Ambiguous_test.txt (optional)
+
+Every problem with these files is raised as ``utils.errors.DataError`` naming the file,
+the video and what is wrong. Segments that reach past their video's duration are only
+warned about (the real THUMOS-14 annotations have 30 of them) and kept as they are.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from utils.errors import DataError
+
+FEATURES_SUFFIX = "-I3D-JOINTFeatures.npy"
+ANNOTATIONS_SUFFIX = "-Annotations"
+AMBIGUOUS_FILE = "Ambiguous_test.txt"
+REQUIRED_ANNOTATIONS = ("classlist", "videoname", "subset", "duration", "labels_all", "labels", "segments")
+
+# What np.load / pickle raise on a truncated or corrupted file; the pickle documentation
+# lists AttributeError, EOFError, ImportError and IndexError besides UnpicklingError.
+_UNREADABLE = (OSError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, ImportError, IndexError)
+
+_log = logging.getLogger(__name__)
+
+
+class _Split(NamedTuple):
+    """Which subset trains and which tests, and the shortest video each list keeps."""
+
+    train: str
+    test: str
+    min_snippets: int
+    allowed: frozenset[str]
+
+
+THUMOS_SPLIT = _Split("validation", "test", 0, frozenset({"validation", "test"}))
+ACTIVITYNET_SPLIT = _Split("training", "validation", 11, frozenset({"training", "validation", "testing"}))
+
+
+# ----------------------------------------------------------------------------- samplers
+
+def random_perturb(length: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random-perturb sampling of a video of `length` snippets down or up to `n` (spec 5).
+
+    With f_i = (i * length) // n: index i is drawn uniformly from f_i .. f_(i+1) inclusive
+    (neighbouring bins share their boundary), the last from f_(n-1) .. length - 1.
+    Returns (n,) int64; the identity when length == n; indices repeat when length < n.
+    """
+    if length == n:
+        return np.arange(n, dtype=np.int64)
+    floors = uniform_sample(length, n)
+    highs = np.append(floors[1:], length - 1)  # f_(n-1) <= length - 1 always
+    return floors + rng.integers(0, highs - floors + 1)
+
+
+def uniform_sample(length: int, n: int) -> np.ndarray:
+    """The released uniform sampling: (n,) int64 indices floor(i * length / n), exactly."""
+    return np.arange(n, dtype=np.int64) * length // n
+
+
+# ----------------------------------------------------------------------------- reading
+
+def features_path(path_dataset: str | Path, dataset_name: str) -> Path:
+    """Where the features of `dataset_name` live under `path_dataset`."""
+    return Path(path_dataset) / f"{dataset_name}{FEATURES_SUFFIX}"
+
+
+def annotations_path(path_dataset: str | Path, dataset_name: str) -> Path:
+    """The annotation folder of `dataset_name` under `path_dataset`."""
+    return Path(path_dataset) / f"{dataset_name}{ANNOTATIONS_SUFFIX}"
+
+
+def _missing(path: Path, what: str) -> DataError:
+    return DataError(
+        f"{what} not found: {path}. The features are expected at <path-dataset>/<name>{FEATURES_SUFFIX} "
+        f"and the annotations in <path-dataset>/<name>{ANNOTATIONS_SUFFIX}/ (the THUMOS-14 I3D features and "
+        "annotations come from the CO2-Net/STCL-Net release, see dataset/README.md); "
+        "run `python -m dataset.make_demo` for a small synthetic dataset."
+    )
+
+
+def _load_npy(path: Path, what: str):
+    """np.load with pickles allowed; a missing or unreadable file becomes a DataError."""
+    if not path.is_file():
+        raise _missing(path, what)
+    try:
+        return np.load(path, allow_pickle=True)
+    except _UNREADABLE as error:
+        raise DataError(f"{path}: cannot read {what} ({type(error).__name__}: {error}); "
+                        "the file is truncated or not a .npy file") from error
+
+
+def _as_text(value, path: Path, where: str) -> str:
+    """A str from a str or utf-8 bytes value; anything else is a DataError."""
+    if isinstance(value, (bytes, np.bytes_)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: {where}: {value!r} is not utf-8 text") from error
+    if isinstance(value, str):
+        return str(value)
+    raise DataError(f"{path}: {where}: expected text, got {type(value).__name__} {value!r}")
+
+
+def _text_array(path: Path) -> list[str]:
+    """A 1-D array of names (bytes or str) as a list of str."""
+    array = np.asarray(_load_npy(path, "annotation file"))
+    if array.ndim != 1:
+        raise DataError(f"{path}: expected a 1-D array of names, got shape {array.shape}")
+    return [_as_text(value, path, f"entry {i}") for i, value in enumerate(array)]
+
+
+def _per_video(path: Path, num_videos: int, videoname_path: Path) -> np.ndarray:
+    """An annotation array with one entry per video; its length must match videoname.npy."""
+    array = _load_npy(path, "annotation file")
+    if not isinstance(array, np.ndarray) or array.ndim == 0:
+        raise DataError(f"{path}: expected one entry per video, got {type(array).__name__}")
+    if len(array) != num_videos:
+        raise DataError(f"{path} has {len(array)} entries but {videoname_path} names {num_videos} videos")
+    return array
+
+
+def _class_indices(value, class_index: dict[str, int], path: Path, video: str) -> list[int]:
+    """Class names of one video (a list of str/bytes) as indices into the class list."""
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)) or not hasattr(value, "__iter__"):
+        raise DataError(f"{path}: video {video}: expected a list of class names, got {value!r}")
+    indices = []
+    for item in value:
+        name = _as_text(item, path, f"video {video}")
+        if name not in class_index:
+            raise DataError(f"{path}: video {video}: label {name!r} is not in classlist.npy")
+        indices.append(class_index[name])
+    return indices
+
+
+def _segment_array(value, path: Path, video: str) -> np.ndarray:
+    """One video's segments as (n, 2) float64 seconds, finite, with start <= end."""
+    try:
+        segments = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: video {video}: segments are not [start, end] number pairs: {value!r}") from error
+    if segments.size == 0:
+        return np.zeros((0, 2))
+    if segments.ndim != 2 or segments.shape[1] != 2:
+        raise DataError(f"{path}: video {video}: expected a list of [start, end] pairs, got shape {segments.shape}")
+    if not np.isfinite(segments).all():
+        raise DataError(f"{path}: video {video}: a segment time is NaN or infinite")
+    reversed_rows = np.flatnonzero(segments[:, 1] < segments[:, 0])
+    if len(reversed_rows):
+        start, end = segments[reversed_rows[0]]
+        raise DataError(f"{path}: video {video}: segment {reversed_rows[0]} ends before it starts ({start} > {end})")
+    return segments
+
+
+@dataclass(frozen=True)
+class _Annotations:
+    """The annotation folder, validated. V videos, C classes."""
+
+    class_names: list[str]  # (C,)
+    video_names: list[str]  # (V,)
+    subset: list[str]  # (V,)
+    duration: np.ndarray  # (V,) float64 seconds
+    video_classes: list[list[int]]  # (V,) class indices from labels_all
+    segments: list[np.ndarray]  # (V,) of (n_i, 2) float64 seconds
+    segment_labels: list[np.ndarray]  # (V,) of (n_i,) int64
+
+
+def _read_class_names(folder: Path, num_class: int) -> list[str]:
+    path = folder / "classlist.npy"
+    names = _text_array(path)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{path}: class names listed twice: {duplicates}")
+    if len(names) != num_class:
+        raise DataError(f"{path} lists {len(names)} classes but num_class is {num_class} (set --num-class)")
+    return names
+
+
+def _read_video_names(path: Path) -> list[str]:
+    names = _text_array(path)
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{path}: video {name} is listed twice (again at index {index})")
+        seen.add(name)
+    return names
+
+
+def _read_duration(path: Path, num_videos: int) -> np.ndarray:
+    raw = _per_video(path, num_videos, path.parent / "videoname.npy")
+    try:
+        duration = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: durations are not numbers") from error
+    if duration.shape not in ((num_videos,), (num_videos, 1)):
+        raise DataError(f"{path}: expected shape ({num_videos}, 1), got {duration.shape}")
+    duration = duration.reshape(num_videos)
+    bad = np.flatnonzero(~np.isfinite(duration) | (duration < 0))
+    if len(bad):
+        raise DataError(f"{path}: video index {bad[0]} has duration {duration[bad[0]]}")
+    return duration
+
+
+def _read_annotations(folder: Path, num_class: int) -> _Annotations:
+    """Read and validate every required annotation file of `folder`."""
+    if not folder.is_dir():
+        raise _missing(folder, "annotation folder")
+    for name in REQUIRED_ANNOTATIONS:
+        if not (folder / f"{name}.npy").is_file():
+            raise _missing(folder / f"{name}.npy", "annotation file")
+    class_names = _read_class_names(folder, num_class)
+    class_index = {name: c for c, name in enumerate(class_names)}
+    videoname_path = folder / "videoname.npy"
+    video_names = _read_video_names(videoname_path)
+    num_videos = len(video_names)
+    subset_path = folder / "subset.npy"
+    subset = _text_array(subset_path)
+    if len(subset) != num_videos:
+        raise DataError(f"{subset_path} has {len(subset)} entries but {videoname_path} names {num_videos} videos")
+    duration = _read_duration(folder / "duration.npy", num_videos)
+    labels_all_path, labels_path, segments_path = (folder / f"{n}.npy" for n in ("labels_all", "labels", "segments"))
+    labels_all = _per_video(labels_all_path, num_videos, videoname_path)
+    labels = _per_video(labels_path, num_videos, videoname_path)
+    raw_segments = _per_video(segments_path, num_videos, videoname_path)
+
+    video_classes, segments, segment_labels = [], [], []
+    for video, name in enumerate(video_names):
+        video_classes.append(_class_indices(labels_all[video], class_index, labels_all_path, name))
+        video_segments = _segment_array(raw_segments[video], segments_path, name)
+        labels_of_segments = _class_indices(labels[video], class_index, labels_path, name)
+        if len(labels_of_segments) != len(video_segments):
+            raise DataError(f"video {name}: {labels_path} gives {len(labels_of_segments)} segment labels "
+                            f"but {segments_path} gives {len(video_segments)} segments")
+        segments.append(video_segments)
+        segment_labels.append(np.asarray(labels_of_segments, dtype=np.int64))
+    _warn_segments_past_duration(segments_path, video_names, segments, duration)
+    return _Annotations(class_names, video_names, subset, duration, video_classes, segments, segment_labels)
+
+
+def _warn_segments_past_duration(path: Path, video_names: list[str], segments: list[np.ndarray],
+                                 duration: np.ndarray) -> None:
+    """One warning naming every video with segments ending after its duration."""
+    late = [(name, int((seg[:, 1] > length).sum()))
+            for name, seg, length in zip(video_names, segments, duration) if (seg[:, 1] > length).any()]
+    if late:
+        listing = ", ".join(f"{name} ({count})" for name, count in late)
+        warnings.warn(f"{path}: {sum(count for _, count in late)} segments end after their video's duration "
+                      f"(kept as they are): {listing}", stacklevel=4)
+
+
+def _choose_split(subset: list[str], path: Path) -> _Split:
+    """THUMOS (validation/test) or ActivityNet (training/validation) from the subset values."""
+    values = set(subset)
+    split = ACTIVITYNET_SPLIT if "training" in values else THUMOS_SPLIT
+    unexpected = sorted(values - split.allowed)
+    if unexpected:
+        raise DataError(f"{path}: unexpected subset values {unexpected}; expected {sorted(THUMOS_SPLIT.allowed)} "
+                        f"(THUMOS) or {sorted(ACTIVITYNET_SPLIT.allowed)} (ActivityNet)")
+    return split
+
+
+def _video_features(value, path: Path, video: str, feature_size: int) -> np.ndarray:
+    """One video's features as (T, D) float32, checked for shape and finiteness."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiu":
+        raise DataError(f"{path}: video {video}: features are not real numbers (dtype {array.dtype})")
+    if array.ndim != 2:
+        raise DataError(f"{path}: video {video}: expected (T, {feature_size}) features, got shape {array.shape}")
+    if array.shape[1] != feature_size:
+        raise DataError(f"{path}: video {video}: features have {array.shape[1]} channels but feature_size is "
+                        f"{feature_size} (set --feature-size)")
+    if array.shape[0] == 0:
+        raise DataError(f"{path}: video {video}: features have zero snippets")
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: video {video}: features hold {int((~np.isfinite(array)).sum())} NaN/Inf values")
+    return array
+
+
+def _read_features(path: Path, video_names: list[str], feature_size: int) -> list[np.ndarray]:
+    """The features file as a list of (T_i, D) float32 arrays, one per video of videoname.npy."""
+    raw = _load_npy(path, "features file")
+    if isinstance(raw, np.ndarray) and raw.dtype != object:
+        raise DataError(f"{path}: expected one (T_i, {feature_size}) array per video (a 1-D object array), "
+                        f"got a {raw.dtype} array of shape {raw.shape}")
+    if not isinstance(raw, (np.ndarray, list, tuple)) or np.ndim(raw) != 1:
+        raise DataError(f"{path}: expected a 1-D object array (or list) of per-video features, "
+                        f"got {type(raw).__name__}")
+    if len(raw) != len(video_names):
+        raise DataError(f"{path} holds {len(raw)} feature arrays but videoname.npy names {len(video_names)} videos")
+    return [_video_features(value, path, name, feature_size) for value, name in zip(raw, video_names)]
+
+
+def _read_ambiguous(path: Path, video_index: dict[str, int]) -> dict[int, np.ndarray]:
+    """Ambiguous_test.txt as {video index: (K, 2) float64 seconds}; lines of absent videos are skipped."""
+    if not path.is_file():
+        return {}
+    intervals: dict[int, list[tuple[float, float]]] = {}
+    absent: list[str] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, start, end = _parse_ambiguous_line(line, path, number)
+        if name in video_index:
+            intervals.setdefault(video_index[name], []).append((start, end))
+        else:
+            absent.append(name)
+    if absent:
+        _log.info("%s: %d lines name videos that are not in the dataset and are ignored: %s",
+                  path, len(absent), sorted(set(absent)))
+    return {video: np.asarray(times, dtype=np.float64) for video, times in intervals.items()}
+
+
+def _parse_ambiguous_line(line: str, path: Path, number: int) -> tuple[str, float, float]:
+    fields = line.split()
+    problem = f"{path}, line {number}: expected 'video_name start_s end_s', got {line!r}"
+    if len(fields) != 3:
+        raise DataError(problem)
+    try:
+        start, end = float(fields[1]), float(fields[2])
+    except ValueError as error:
+        raise DataError(problem) from error
+    if not (np.isfinite(start) and np.isfinite(end) and start <= end):
+        raise DataError(f"{problem} (times must be finite with start <= end)")
+    return fields[0], start, end
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+class SampleDataset:
+    """Features, annotations, training batches and the SCL exemplar source of one dataset.
+
+    V videos, C classes, D feature channels, N = max_seqlen resampled snippets.
+
+    Attributes:
+        class_names: (C,) list[str], the order of every class axis.
+        video_names: (V,) list[str].
+        features: (V,) list of (T_i, D) float32 arrays (training videos are views into
+            `train_snippets`).
+        labels: (V, C) float32 multi-hot video labels, from labels_all.npy.
+        train_index, test_index: int64 video indices of the training and test lists
+            (THUMOS: subsets 'validation' / 'test'; ActivityNet: 'training' / 'validation',
+            both without the videos of fewer than `min_snippets` snippets).
+        class_train_index: (C,) list of int64 arrays, the exemplar pools: training-subset
+            videos labelled with class c whose features are not all zero, before the
+            short-video drop (spec section 6). Training pairs are drawn from them too.
+        train_videos: (V_train,) int64, every video of the training subset, in order.
+        evaluation_index: int64, every video of the test subset, short ones included: the
+            detection ground truth covers them all (their instances count as misses).
+        train_snippets: (sum of their T_i, D) float32, their features concatenated.
+        train_offsets, train_lengths: (V_train,) int64, where each of those videos starts
+            in `train_snippets` and how many snippets it has.
+        segments: (V,) list of (n_i, 2) float64 ground-truth [start, end] in seconds.
+        segment_labels: (V,) list of (n_i,) int64 class index of each segment.
+        duration: (V,) float64 seconds.
+        ambiguous: {video index: (K, 2) float64 seconds} from Ambiguous_test.txt (THUMOS
+            only; lines naming videos that are not in the dataset are skipped).
+        num_class, feature_size, max_seqlen, num_similar, batch_size: as given.
+    """
+
+    def __init__(self, path_dataset, dataset_name="Thumos14reduced", *, num_class=20, feature_size=2048,
+                 max_seqlen=500, num_similar=3, batch_size=10, min_snippets=None):
+        _check_sampling_options(max_seqlen, num_similar, batch_size)
+        self.num_class = num_class
+        self.feature_size = feature_size
+        self.max_seqlen = max_seqlen
+        self.num_similar = num_similar
+        self.batch_size = batch_size
+
+        folder = annotations_path(path_dataset, dataset_name)
+        feature_file = features_path(path_dataset, dataset_name)
+        if not feature_file.is_file():
+            raise _missing(feature_file, "features file")
+        annotations = _read_annotations(folder, num_class)
+        split = _choose_split(annotations.subset, folder / "subset.npy")
+        features = _read_features(feature_file, annotations.video_names, feature_size)
+        if min_snippets is None:
+            min_snippets = split.min_snippets
+
+        self.class_names = annotations.class_names
+        self.video_names = annotations.video_names
+        self.duration = annotations.duration
+        self.segments = annotations.segments
+        self.segment_labels = annotations.segment_labels
+        self.labels = _multi_hot(annotations.video_classes, num_class)
+
+        subset = np.asarray(annotations.subset)
+        lengths = np.array([len(video) for video in features], dtype=np.int64)
+        long_enough = lengths >= min_snippets
+        self.train_index = np.flatnonzero((subset == split.train) & long_enough)
+        self.test_index = np.flatnonzero((subset == split.test) & long_enough)
+        self.train_videos = np.flatnonzero(subset == split.train)
+        self.evaluation_index = np.flatnonzero(subset == split.test)
+        has_signal = np.array([video.any() for video in features])
+        self.class_train_index = [np.flatnonzero((subset == split.train) & has_signal & (self.labels[:, c] > 0))
+                                  for c in range(num_class)]
+        self._check_training_lists(folder, min_snippets)
+
+        self.train_lengths = lengths[self.train_videos]
+        self.train_offsets = np.concatenate([[0], np.cumsum(self.train_lengths)[:-1]]).astype(np.int64)
+        self.train_snippets = np.concatenate([features[v] for v in self.train_videos])
+        for video, offset, length in zip(self.train_videos, self.train_offsets, self.train_lengths):
+            features[video] = self.train_snippets[offset:offset + length]
+        self.features = features
+        self._block_of_video = {int(video): block for block, video in enumerate(self.train_videos)}
+
+        self.ambiguous = _read_ambiguous(folder / AMBIGUOUS_FILE, {n: i for i, n in enumerate(self.video_names)})
+        self._pair_classes = np.array([c for c, pool in enumerate(self.class_train_index) if len(pool) >= 2])
+        if num_similar > 0 and len(self._pair_classes) == 0:
+            raise DataError(f"{folder}: no class has two training videos, so no training pair can be drawn "
+                            "(set --num-similar 0)")
+        self._small_pools_warned: set[int] = set()
+
+    def _check_training_lists(self, folder: Path, min_snippets: int) -> None:
+        for c, pool in enumerate(self.class_train_index):
+            if len(pool) == 0:
+                raise DataError(f"{folder}: class {self.class_names[c]!r} has no training video "
+                                "(labels_all.npy / subset.npy), so it has no exemplars")
+        if len(self.train_index) == 0:
+            raise DataError(f"{folder}: no training video has at least {min_snippets} snippets")
+
+    @property
+    def num_test(self) -> int:
+        """Number of test videos."""
+        return len(self.test_index)
+
+    def load_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One training batch (spec section 5).
+
+        `num_similar` classes drawn with replacement, two distinct videos of each at
+        positions (2i, 2i+1), then batch_size - 2 * num_similar training videos drawn with
+        replacement; each resampled to N = max_seqlen snippets by random-perturb.
+        Returns features (B, N, D) float32, labels (B, C) float32, video indices (B,) int64.
+        """
+        extra = rng.choice(self.train_index, size=self.batch_size - 2 * self.num_similar)
+        video_indices = np.concatenate([self._draw_pairs(rng), extra]).astype(np.int64)
+        features = np.stack([self.features[v][random_perturb(len(self.features[v]), self.max_seqlen, rng)]
+                             for v in video_indices])
+        return features, self.labels[video_indices], video_indices
+
+    def _draw_pairs(self, rng: np.random.Generator) -> np.ndarray:
+        """(2 * num_similar,) video indices: two distinct videos of each of num_similar random classes."""
+        if self.num_similar == 0:
+            return np.zeros(0, dtype=np.int64)
+        classes = rng.choice(self._pair_classes, size=self.num_similar)
+        return np.concatenate([rng.choice(self.class_train_index[c], size=2, replace=False) for c in classes])
+
+    def exemplar_indices(self, m: int, rng: np.random.Generator) -> np.ndarray:
+        """Rows of `train_snippets` for the SCL exemplar draw (spec section 3): (C, M, N) int64.
+
+        Per class, M distinct videos of its pool (with replacement, and a warning once per
+        class, when the pool holds fewer than M), each resampled by random-perturb to N.
+        """
+        rows = np.empty((self.num_class, m, self.max_seqlen), dtype=np.int64)
+        for c, pool in enumerate(self.class_train_index):
+            for j, video in enumerate(self._draw_exemplar_videos(c, pool, m, rng)):
+                block = self._block_of_video[int(video)]
+                sample = random_perturb(int(self.train_lengths[block]), self.max_seqlen, rng)
+                rows[c, j] = self.train_offsets[block] + sample
+        return rows
+
+    def _draw_exemplar_videos(self, c: int, pool: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+        if len(pool) >= m:
+            return rng.choice(pool, size=m, replace=False)
+        if c not in self._small_pools_warned:
+            self._small_pools_warned.add(c)
+            warnings.warn(f"class {self.class_names[c]!r} has {len(pool)} training videos, fewer than the {m} "
+                          "exemplars per class; drawing them with replacement", stacklevel=3)
+        return rng.choice(pool, size=m, replace=True)
+
+    def exemplar_videos(self, m: int, rng: np.random.Generator) -> np.ndarray:
+        """The exemplar source itself: (C, M, N, D) float32 = train_snippets[exemplar_indices(m, rng)]."""
+        return self.train_snippets[self.exemplar_indices(m, rng)]
+
+    def test_videos(self) -> Iterator[tuple[np.ndarray, np.ndarray, str, int]]:
+        """Yield (features (T, D) float32, labels (C,) float32, name, video index) over test_index."""
+        for video in self.test_index:
+            yield self.features[video], self.labels[video], self.video_names[video], int(video)
+
+
+def _check_sampling_options(max_seqlen: int, num_similar: int, batch_size: int) -> None:
+    if max_seqlen < 1:
+        raise ValueError(f"max_seqlen must be at least 1, got {max_seqlen}")
+    if num_similar < 0 or batch_size < 2 * num_similar:
+        raise ValueError(f"a batch of {batch_size} videos cannot hold {num_similar} pairs")
+
+
+def _multi_hot(video_classes: list[list[int]], num_class: int) -> np.ndarray:
+    """(V, C) float32 with a 1 for every class a video is labelled with."""
+    labels = np.zeros((len(video_classes), num_class), dtype=np.float32)
+    for video, classes in enumerate(video_classes):
+        labels[video, classes] = 1.0
+    return labels
