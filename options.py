@@ -99,8 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                      help="auto = cuda when available, else cpu")
     run.add_argument("--log-every", type=int, default=10, help="write loss terms to TensorBoard every this many iterations")
-    run.add_argument("--demo", action="store_true",
-                     help="build the synthetic demo dataset if missing and train/evaluate on it (see README)")
 
     test = p.add_argument_group("test.py")
     test.add_argument("--output", default=None,
@@ -124,6 +122,14 @@ def resolve_variant(args: argparse.Namespace) -> argparse.Namespace:
     if args.kl_weight is None:
         args.kl_weight = defaults["kl_weight"]
     return args
+
+
+def explicit_args(argv) -> dict:
+    """Only the options written on the command line ``argv`` (no defaults)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,0 +1,292 @@
+"""Train STCL-Net (spec section 5), evaluating every ``--interval`` iterations.
+
+    python main.py --path-dataset dataset/THUMOS14            # the paper's THUMOS-14 run (see train.sh)
+    python main.py ... --resume runs/STCL/last.pt             # continue a killed run exactly
+    python main.py ... --seeds 3552,0,1                       # one run per seed, mean +- std table
+
+A run folder ``<output-dir>/<model-name>/`` receives ``best.pt`` (the checkpoint with the
+best sum of mAP@0.1..0.7 on the test set, the released protocol), ``last.pt`` (the
+latest weights and the whole training state), ``results.csv`` (one row per evaluation),
+``losses.csv``, ``summary.json`` and TensorBoard logs under ``tb/``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import STCLCriterion
+from options import parse_args
+from test import EvaluationResult, Reference, test
+from train import (ExemplarSource, NonFiniteLossError, build_criterion, build_model, build_optimizer, choose_device,
+                   train_step)
+from utils import checkpoint as ckpt
+from utils.errors import STCLError
+from utils.evaluation import format_table
+
+LOSS_COLUMNS = ["iteration", *STCLCriterion.TERMS, "total"]
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, numpy and torch; return the numpy generator that drives sampling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """Every random state a resumed run needs to continue exactly."""
+    state = {"python": random.getstate(), "numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(rng: np.random.Generator, state: dict) -> None:
+    random.setstate(state["python"])
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CsvLog:
+    """An append-only CSV with a fixed header; on resume, rows past ``keep_rows`` are dropped."""
+
+    def __init__(self, path: Path, columns: List[str], keep_rows: Optional[int] = None):
+        self.path, self.columns = path, columns
+        rows = []
+        if keep_rows is not None and path.is_file():
+            with path.open(newline="") as f:
+                rows = list(csv.reader(f))[1: 1 + keep_rows]
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([columns, *rows])
+        self.rows = len(rows)
+
+    def append(self, row: Dict[str, float]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([row.get(c, "") for c in self.columns])
+        self.rows += 1
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) asks the loop to stop after the current step; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.getsignal(signal.SIGINT)
+
+    def __enter__(self):
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("Ctrl-C: stopping after this step and saving last.pt (press again to abort at once)")
+
+
+def build_dataset(args: argparse.Namespace):
+    from wsad_dataset import SampleDataset
+
+    return SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
+                         feature_size=args.feature_size, max_seqlen=args.max_seqlen,
+                         num_similar=args.num_similar, batch_size=args.batch_size)
+
+
+def result_row(iteration: int, result: EvaluationResult, best: bool) -> Dict[str, float]:
+    return {"iteration": iteration, **result.summary, "best": int(best)}
+
+
+def train(args: argparse.Namespace, progress: bool = True) -> dict:
+    """One training run; returns the summary written to ``summary.json``."""
+    rng = seed_everything(args.seed)
+    device = choose_device(args.device)
+    run_dir = Path(args.output_dir) / args.model_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = build_dataset(args)
+    reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
+    model = build_model(args).to(device)
+    criterion, optimizer = build_criterion(args), build_optimizer(model, args)
+    source = ExemplarSource(dataset, args.num_exemplars, device)
+
+    start, best, last_eval, rows = 0, {"score": -np.inf}, None, (None, None)
+    if args.resume:
+        state = ckpt.read_checkpoint(args.resume)
+        ckpt.load_weights(model, ckpt.model_state_of(state, args.resume), args.resume)
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng_state(rng, state["rng"])
+        start, best, last_eval = state["iteration"] + 1, state["best"], state.get("last_eval")
+        rows = (state["results_rows"], state["loss_rows"])
+        print(f"resuming {run_dir} after iteration {state['iteration']}")
+    elif args.pretrained_ckpt:
+        raw = ckpt.read_checkpoint(args.pretrained_ckpt)
+        ckpt.load_weights(model, ckpt.model_state_of(raw, args.pretrained_ckpt), args.pretrained_ckpt)
+
+    metric_columns = ["iteration", *[f"mAP@{t:g}" for t in reference.tiou_thresholds]]
+    results = CsvLog(run_dir / "results.csv", metric_columns + _average_columns(reference) + ["cmAP", "best"],
+                     rows[0])
+    losses = CsvLog(run_dir / "losses.csv", LOSS_COLUMNS, rows[1])
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start if args.resume else None)
+
+    def payload(iteration: int) -> dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args),
+                "iteration": iteration, "best": best, "last_eval": last_eval, "rng": rng_state(rng),
+                "results_rows": results.rows, "loss_rows": losses.rows, "format": "stcl-net/1"}
+
+    def evaluate_now(iteration: int, periodic: bool) -> EvaluationResult:
+        nonlocal best, last_eval
+        result = test(model, dataset, source, args, device, reference, progress=progress)
+        improved = periodic and result.selection_score > best["score"]
+        if improved:
+            best = {"score": result.selection_score, "iteration": iteration, "summary": result.summary}
+            ckpt.save_atomic({"model": model.state_dict(), "args": vars(args), "iteration": iteration,
+                              "summary": result.summary, "format": "stcl-net/1"}, run_dir / "best.pt")
+        last_eval = {"iteration": iteration, "summary": result.summary}
+        results.append(result_row(iteration, result, improved))
+        for name, value in result.summary.items():
+            writer.add_scalar(f"eval/{name}", value, iteration)
+        tqdm.write(f"iteration {iteration}: mAP@0.5 {result.summary.get('mAP@0.5', float('nan')):.2f}  "
+                   f"{_headline(result.summary)}  cmAP {result.summary['cmAP']:.2f}"
+                   + ("  (new best)" if improved else ""))
+        return result
+
+    running, stopped, iteration = None, False, start - 1
+    bar = tqdm(range(start, args.max_iter), initial=start, total=args.max_iter, desc="training", disable=not progress)
+    with StopRequest() as stop:
+        for iteration in bar:
+            features, labels, _ = dataset.load_batch(rng)
+            exemplars = source.draw(rng)
+            try:
+                terms = train_step(model, criterion, optimizer, torch.as_tensor(features, device=device),
+                                   torch.as_tensor(labels, device=device), exemplars, iteration, args.amp)
+            except NonFiniteLossError as exc:
+                writer.close()
+                raise STCLError(f"{exc}\nthe last good checkpoint is kept at {run_dir / 'last.pt'}") from exc
+            running = terms["total"] if running is None else 0.95 * running + 0.05 * terms["total"]
+            bar.set_postfix(loss=f"{running:.3f}")
+            if iteration % args.log_every == 0:
+                losses.append({"iteration": iteration, **terms})
+                for name, value in terms.items():
+                    writer.add_scalar(f"loss/{name}", value, iteration)
+                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], iteration)
+            if iteration % args.interval == 0 and iteration > 0:
+                evaluate_now(iteration, periodic=True)
+                ckpt.save_atomic(payload(iteration), run_dir / "last.pt")
+            if stop.requested:
+                stopped = True
+                break
+    bar.close()
+    ckpt.save_atomic(payload(iteration), run_dir / "last.pt")
+    if stopped:
+        writer.close()
+        print(f"stopped after iteration {iteration}; last.pt saved. Resume with:\n"
+              f"  python main.py {' '.join(sys.argv[1:])} --resume {run_dir / 'last.pt'}")
+        return {"stopped_at": iteration}
+    if last_eval is None or last_eval["iteration"] != iteration:
+        evaluate_now(iteration, periodic=False)
+        ckpt.save_atomic(payload(iteration), run_dir / "last.pt")
+    writer.close()
+    summary = {"run_dir": str(run_dir), "seed": args.seed,
+               "selection": "best sum of mAP@0.1..0.7 on the test set over the periodic evaluations "
+                            "(the released protocol)" if reference.tiou_thresholds.min() < 0.5 else
+                            "best mean mAP over the tIoU thresholds on the test set (the released protocol)",
+               "best": best, "last": last_eval}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    print_summary(summary)
+    return summary
+
+
+def _average_columns(reference: Reference) -> List[str]:
+    from utils.evaluation import summarize
+
+    return [k for k in summarize(np.zeros(len(reference.tiou_thresholds)), reference.tiou_thresholds)
+            if k.startswith("avg")]
+
+
+def _headline(summary: Dict[str, float]) -> str:
+    for key in ("avg 0.1:0.7", "avg 0.5:0.95"):
+        if key in summary:
+            return f"{key} {summary[key]:.2f}"
+    return ""
+
+
+def print_summary(summary: dict) -> None:
+    best, last = summary["best"], summary["last"]
+    if "summary" in best:
+        print(f"\nselected checkpoint: best.pt from iteration {best['iteration']} -- {summary['selection']}")
+        print(format_table(best["summary"]) + f"\ncmAP {best['summary']['cmAP']:.2f}")
+    else:
+        print("\nno periodic evaluation ran (--max-iter <= --interval), so no best.pt was selected")
+    print(f"\nlast evaluation (iteration {last['iteration']}, no selection):")
+    print(format_table(last["summary"]) + f"\ncmAP {last['summary']['cmAP']:.2f}")
+    print(f"\nrun folder: {summary['run_dir']}")
+
+
+def seed_sweep(args: argparse.Namespace) -> List[dict]:
+    """Train once per seed of ``--seeds`` and print mean +- std of best and last mAPs."""
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    summaries = []
+    for seed in seeds:
+        run_args = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None,
+                                         "model_name": f"{args.model_name}_seed{seed}"})
+        summaries.append(train(run_args))
+    print("\n" + seed_table(summaries))
+    table_path = Path(args.output_dir) / f"{args.model_name}_seeds.csv"
+    with table_path.open("w", newline="") as f:
+        out = csv.writer(f)
+        keys = list(summaries[0]["best"]["summary"])
+        out.writerow(["seed", "checkpoint", *keys])
+        for s in summaries:
+            for which in ("best", "last"):
+                out.writerow([s["seed"], which, *[s[which]["summary"][k] for k in keys]])
+    print(f"per-seed numbers: {table_path}")
+    return summaries
+
+
+def seed_table(summaries: List[dict]) -> str:
+    """mean +- std (sample std, n-1) over seeds of every metric, best and last checkpoints."""
+    keys = list(summaries[0]["best"]["summary"])
+    lines = [f"{len(summaries)} seeds: {', '.join(str(s['seed']) for s in summaries)}",
+             f"{'metric':<14}{'best (selected on test)':>26}{'last':>22}"]
+    for key in keys:
+        cells = []
+        for which in ("best", "last"):
+            values = np.array([s[which]["summary"][key] for s in summaries])
+            std = values.std(ddof=1) if len(values) > 1 else 0.0
+            cells.append(f"{values.mean():.2f} +- {std:.2f}")
+        lines.append(f"{key:<14}{cells[0]:>26}{cells[1]:>22}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.seeds:
+            seed_sweep(args)
+        else:
+            train(args)
+    except STCLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""Evaluate STCL-Net: scores -> detections -> mAP.
+
+    python test.py --pretrained-ckpt runs/STCL/best.pt
+    python test.py --pretrained-ckpt best_re_rank_THU_STCL_best.pkl --path-dataset dataset/THUMOS14
+    python test.py --pretrained-ckpt runs/STCL/best.pt --save-cas cas/      # keep raw outputs
+    python test.py --from-cas cas/ --gamma-oic 0.3                          # re-run post-processing only
+
+Three stages, each usable alone: :func:`run_network` (the model on every test video,
+giving a CAS and an actionness sequence per video), :func:`evaluate` (proposals and mAP,
+numpy only), and the reports (tables, JSON, figures). ``main.py`` calls :func:`test`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from options import explicit_args, parse_args, resolve_variant
+from proposal_methods import PROPOSAL_METHODS, ambiguous_to_snippets
+from train import ExemplarSource, autocast, build_model, choose_device
+from utils import checkpoint as ckpt
+from utils.diagnosis import false_positive_breakdown, format_breakdown, per_class_ap_table, write_per_class_csv
+from utils.errors import DataError, STCLError
+from utils.evaluation import (ACTIVITYNET_TIOU, THUMOS_TIOU, SegmentTable, classification_map, detection_ap,
+                              format_table, ground_truth_from_annotations, summarize, video_class_scores)
+
+#: Per test video: cas (T, C+1) and actionness (T, 1), float32.
+Outputs = Dict[str, Tuple[np.ndarray, np.ndarray]]
+
+
+# ======================================================================================
+# What evaluation needs to know about the test set (saved beside raw outputs)
+# ======================================================================================
+
+@dataclass
+class Reference:
+    """Everything evaluation needs from the dataset, in snippet units.
+
+    video_names: the evaluated videos; detections and ground truth refer to them by position.
+    labels: (V, C) multi-hot; ground_truth: a SegmentTable; ambiguous: {position: (K, 2)}.
+    """
+
+    class_names: List[str]
+    video_names: List[str]
+    labels: np.ndarray
+    ground_truth: SegmentTable
+    ambiguous: Dict[int, np.ndarray]
+    tiou_thresholds: np.ndarray
+    seconds_per_snippet: float = 16 / 25
+
+    @classmethod
+    def from_dataset(cls, dataset, variant: str = "thumos", feature_fps: float = 25) -> "Reference":
+        """Test videos of ``dataset``; ground truth of every test-subset video (spec sections 6, 8)."""
+        names = [dataset.video_names[i] for i in dataset.test_index]
+        position = {v: p for p, v in enumerate(dataset.test_index)}
+        # Ground truth covers the whole test subset, so instances of videos dropped from
+        # the test list (ActivityNet, <= 10 snippets) count as misses; they get positions
+        # after the evaluated videos.
+        gt_videos = list(dataset.evaluation_index)
+        for v in gt_videos:
+            position.setdefault(v, len(position))
+        ground_truth = ground_truth_from_annotations(
+            [dataset.segments[v] for v in gt_videos], [dataset.segment_labels[v] for v in gt_videos],
+            [position[v] for v in gt_videos])
+        ambiguous = {position[v]: ambiguous_to_snippets(iv) for v, iv in dataset.ambiguous.items() if v in position}
+        return cls(list(dataset.class_names), names, dataset.labels[dataset.test_index], ground_truth, ambiguous,
+                   THUMOS_TIOU if variant == "thumos" else ACTIVITYNET_TIOU, 16 / feature_fps)
+
+    def to_json(self) -> dict:
+        gt = self.ground_truth
+        return {"class_names": self.class_names, "video_names": self.video_names,
+                "labels": self.labels.astype(int).tolist(), "tiou_thresholds": self.tiou_thresholds.tolist(),
+                "scale": self.seconds_per_snippet,
+                "ground_truth_rows": np.stack([gt.video, gt.label, gt.start, gt.end], 1).tolist(),
+                "ambiguous": {str(p): np.asarray(iv).tolist() for p, iv in self.ambiguous.items()}}
+
+    @classmethod
+    def from_json(cls, meta: dict) -> "Reference":
+        rows = np.asarray(meta["ground_truth_rows"], dtype=np.float64).reshape(-1, 4)
+        gt = SegmentTable(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], np.ones(len(rows)))
+        return cls(meta["class_names"], meta["video_names"], np.asarray(meta["labels"], np.float32), gt,
+                   {int(p): np.asarray(iv, np.int64).reshape(-1, 2) for p, iv in meta["ambiguous"].items()},
+                   np.asarray(meta["tiou_thresholds"]), meta["scale"])
+
+
+@dataclass
+class EvaluationResult:
+    """Detections and scores of one evaluation; mAPs in percent in ``summary``."""
+
+    summary: Dict[str, float]
+    ap: np.ndarray  # (n_thresholds, C) fractions, NaN for classes without ground truth
+    tiou_thresholds: np.ndarray
+    detections: SegmentTable
+    reference: Reference
+
+    @property
+    def selection_score(self) -> float:
+        """THUMOS: sum of mAP@0.1..0.7; ActivityNet: mean over its thresholds (spec section 5)."""
+        maps = [v for k, v in self.summary.items() if k.startswith("mAP@")]
+        if self.tiou_thresholds.min() < 0.5:
+            return float(sum(self.summary[f"mAP@{t:g}"] for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)))
+        return float(np.mean(maps))
+
+
+# ======================================================================================
+# Stage 1: the network
+# ======================================================================================
+
+@torch.no_grad()
+def run_network(model, dataset, source: ExemplarSource, device: torch.device, *, exemplar_mode: str = "cached",
+                exemplar_draws: int = 1, exemplar_seed: int = 0, amp: bool = False,
+                progress: bool = True) -> Outputs:
+    """The model on every test video (full length, batch of one) in eval mode.
+
+    exemplar_mode ``cached`` builds one exemplar bank from ``exemplar_draws`` seeded draws
+    and reuses it for every video (deterministic); ``resample`` draws a new bank for every
+    video, as the released code does (the draws come from the same seeded generator, so
+    the first video sees exactly the cached bank of one draw).
+    """
+    was_training = model.training
+    model.eval()
+    rng = np.random.default_rng(exemplar_seed)
+    bank = source.bank(model, rng, exemplar_draws) if exemplar_mode == "cached" else None
+    outputs = {}
+    videos = tqdm(dataset.test_videos(), total=dataset.num_test, desc="evaluating", leave=False, disable=not progress)
+    for features, _, name, _ in videos:
+        video_bank = bank if bank is not None else source.bank(model, rng, 1)
+        with autocast(device, amp):
+            out = model(torch.as_tensor(features, device=device)[None], exemplar_bank=video_bank)
+        outputs[name] = (out["cas"][0].float().cpu().numpy(), out["attn"][0].float().cpu().numpy())
+    model.train(was_training)
+    return outputs
+
+
+# ======================================================================================
+# Stage 2: proposals and mAP (numpy only)
+# ======================================================================================
+
+def evaluate(outputs: Outputs, reference: Reference, *, proposal_method: str = "multiple_threshold_hamnet",
+             gamma: float = 0.2, classification_topk: int = 1) -> EvaluationResult:
+    """Detections of every video (section 7) and detection / classification mAP (section 8)."""
+    missing = [n for n in reference.video_names if n not in outputs]
+    if missing:
+        raise DataError(f"no scores for {len(missing)} test videos, e.g. {missing[:3]}")
+    propose = PROPOSAL_METHODS[proposal_method]
+    detections = SegmentTable.concat(
+        propose(*outputs[name], p, gamma=gamma, ambiguous=reference.ambiguous)
+        for p, name in enumerate(reference.video_names))
+    num_class = len(reference.class_names)
+    ap = detection_ap(detections, reference.ground_truth, reference.tiou_thresholds, num_class)
+    summary = summarize(np.nanmean(ap, axis=1), reference.tiou_thresholds)
+    scores = np.stack([video_class_scores(outputs[n][0], min(classification_topk, len(outputs[n][0])))
+                       for n in reference.video_names])
+    summary["cmAP"] = 100 * classification_map(scores, reference.labels)
+    return EvaluationResult(summary, ap, reference.tiou_thresholds, detections, reference)
+
+
+def test(model, dataset, source: ExemplarSource, args: argparse.Namespace, device: torch.device,
+         reference: Optional[Reference] = None, progress: bool = True) -> EvaluationResult:
+    """Evaluate ``model`` on the test videos of ``dataset`` (called by main.py)."""
+    outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
+                          exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed,
+                          amp=args.amp, progress=progress)
+    reference = reference or Reference.from_dataset(dataset, args.variant, args.feature_fps)
+    return evaluate(outputs, reference, proposal_method=args.proposal_method, gamma=args.gamma_oic,
+                    classification_topk=args.classification_topk)
+
+
+# ======================================================================================
+# Stage 3: reports
+# ======================================================================================
+
+def detections_json(result: EvaluationResult) -> dict:
+    """Detections in the ActivityNet result format (segments in seconds)."""
+    ref = result.reference
+    by_video: Dict[str, list] = {name: [] for name in ref.video_names}
+    for row in result.detections.to_records(ref.video_names, ref.seconds_per_snippet):
+        by_video[row["video"]].append({"label": ref.class_names[row["label"]], "score": row["score"],
+                                       "segment": [row["start"], row["end"]]})
+    return {"version": "STCL-Net", "results": by_video, "external_data": {}}
+
+
+def proposals_json(result: EvaluationResult) -> dict:
+    """Detections per video in snippet units: ``[start, end, label, score]`` rows."""
+    d = result.detections
+    out: Dict[str, list] = {name: [] for name in result.reference.video_names}
+    for v, c, s, e, p in zip(d.video, d.label, d.start, d.end, d.score):
+        out[result.reference.video_names[v]].append([float(s), float(e), int(c), float(p)])
+    return out
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def report(result: EvaluationResult, out_dir: Path, extra: Optional[dict] = None) -> str:
+    """Print-ready text, and the files: metrics.json, detections.json, proposals.json,
+    per_class_ap.csv and fp_breakdown.txt in ``out_dir``."""
+    ref = result.reference
+    text = [format_table(result.summary), f"classification mAP: {result.summary['cmAP']:.2f}", "",
+            "per-class AP (%)", per_class_ap_table(result.ap, result.tiou_thresholds, ref.class_names)]
+    breakdown = format_breakdown(
+        false_positive_breakdown(result.detections, ref.ground_truth, len(ref.class_names)), ref.class_names)
+    text += ["", "false-positive breakdown of the top-ranked detections (tIoU 0.5)", breakdown]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", {**(extra or {}), "summary": result.summary,
+                                          "tiou_thresholds": result.tiou_thresholds.tolist(),
+                                          "per_class_ap": {c: result.ap[:, k].tolist()
+                                                           for k, c in enumerate(ref.class_names)}})
+    write_json(out_dir / "detections.json", detections_json(result))
+    write_json(out_dir / "proposals.json", proposals_json(result))
+    write_per_class_csv(out_dir / "per_class_ap.csv", result.ap, result.tiou_thresholds, ref.class_names)
+    (out_dir / "fp_breakdown.txt").write_text(breakdown + "\n")
+    return "\n".join(text)
+
+
+def save_cas(outputs: Outputs, reference: Reference, result: EvaluationResult, cas_dir: Path) -> None:
+    """Raw outputs for ``--from-cas`` and ``python -m utils.visualize``: one npz per video,
+    meta.json (the Reference), ground_truth.json and detections.json in snippets."""
+    cas_dir.mkdir(parents=True, exist_ok=True)
+    for name, (cas, attn) in outputs.items():
+        np.savez(cas_dir / f"{name}.npz", cas=cas, attn=attn)
+    write_json(cas_dir / "meta.json", reference.to_json())
+    gt = reference.ground_truth
+    rows: Dict[str, list] = {name: [] for name in reference.video_names}
+    for v, c, s, e in zip(gt.video, gt.label, gt.start, gt.end):
+        if v < len(reference.video_names):
+            rows[reference.video_names[v]].append([float(s), float(e), int(c)])
+    write_json(cas_dir / "ground_truth.json", rows)
+    write_json(cas_dir / "detections.json", proposals_json(result))
+
+
+def load_cas(cas_dir: Path) -> Tuple[Outputs, Reference]:
+    """Read a ``--save-cas`` folder back."""
+    meta_path = cas_dir / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"{cas_dir} is not a --save-cas folder: {meta_path} is missing")
+    reference = Reference.from_json(json.loads(meta_path.read_text()))
+    outputs = {}
+    for name in reference.video_names:
+        path = cas_dir / f"{name}.npz"
+        if not path.is_file():
+            raise DataError(f"{path} is missing: the --save-cas folder is incomplete")
+        with np.load(path) as f:
+            outputs[name] = (f["cas"], f["attn"])
+    return outputs, reference
+
+
+def draw_videos(outputs: Outputs, result: EvaluationResult, names: List[str], out_dir: Path) -> List[Path]:
+    """One PNG per named video (see utils/visualize.py)."""
+    from utils.visualize import visualize_videos
+
+    ref = result.reference
+    unknown = [n for n in names if n not in outputs]
+    if unknown:
+        raise DataError(f"--video {unknown[0]} is not a test video (e.g. {ref.video_names[:3]})")
+    gt, det = ref.ground_truth, result.detections
+    pos = {n: p for p, n in enumerate(ref.video_names)}
+    gt_by = {n: (np.stack([gt.start, gt.end], 1)[gt.video == pos[n]], gt.label[gt.video == pos[n]]) for n in names}
+    det_by = {n: (det.start[det.video == pos[n]], det.end[det.video == pos[n]], det.label[det.video == pos[n]],
+                  det.score[det.video == pos[n]]) for n in names}
+    return visualize_videos({n: outputs[n][0] for n in names}, {n: outputs[n][1] for n in names}, gt_by, det_by,
+                            ref.class_names, names, out_dir, scale=ref.seconds_per_snippet)
+
+
+# ======================================================================================
+# Command line
+# ======================================================================================
+
+def load_for_test(argv) -> Tuple[argparse.Namespace, torch.nn.Module, dict]:
+    """Options and model of a checkpoint; the checkpoint's options, overridden by flags given."""
+    args = parse_args(argv)
+    if args.pretrained_ckpt is None:
+        raise STCLError("give --pretrained-ckpt PATH (a checkpoint of main.py or the released .pkl), "
+                        "or --from-cas DIR")
+    raw = ckpt.read_checkpoint(args.pretrained_ckpt)
+    state = ckpt.model_state_of(raw, args.pretrained_ckpt)
+    given = explicit_args(argv)
+    if isinstance(raw, dict) and isinstance(raw.get("args"), dict):
+        args = argparse.Namespace(**{**vars(args), **raw["args"], **given})
+    else:  # a released state dict: its shapes say D and C
+        d, c = ckpt.released_shape_of(state)
+        vars(args).update({"feature_size": given.get("feature_size", d), "num_class": given.get("num_class", c)})
+    args = resolve_variant(args)
+    model = build_model(args)
+    ckpt.load_weights(model, state, args.pretrained_ckpt)
+    info = {"checkpoint": str(args.pretrained_ckpt), "iteration": raw.get("iteration") if isinstance(raw, dict) else None}
+    return args, model, info
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except STCLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv) -> int:
+    from wsad_dataset import SampleDataset
+
+    args = parse_args(argv)
+    if args.from_cas:
+        outputs, reference = load_cas(Path(args.from_cas))
+        result = evaluate(outputs, reference, proposal_method=args.proposal_method, gamma=args.gamma_oic,
+                          classification_topk=args.classification_topk)
+        out_dir = Path(args.output or Path(args.from_cas) / "eval")
+        print(report(result, out_dir, {"from_cas": args.from_cas}))
+        print(f"\nwrote {out_dir}/metrics.json, detections.json, proposals.json, per_class_ap.csv")
+        return 0
+
+    args, model, info = load_for_test(argv)
+    if args.export_official:
+        path = ckpt.save_atomic(ckpt.project_to_released(model.state_dict()), args.export_official)
+        print(f"wrote the weights in the released STCL-Net format to {path}")
+    device = choose_device(args.device)
+    model.to(device)
+    dataset = SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
+                            feature_size=args.feature_size, max_seqlen=args.max_seqlen,
+                            num_similar=args.num_similar, batch_size=args.batch_size)
+    source = ExemplarSource(dataset, args.num_exemplars, device)
+    reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
+    outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
+                          exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed, amp=args.amp)
+    result = evaluate(outputs, reference, proposal_method=args.proposal_method, gamma=args.gamma_oic,
+                      classification_topk=args.classification_topk)
+    ckpt_path = Path(args.pretrained_ckpt)
+    out_dir = Path(args.output or ckpt_path.with_name(ckpt_path.stem + "_test"))
+    print(report(result, out_dir, {**info, "exemplar_mode": args.exemplar_mode}))
+    if args.save_cas:
+        save_cas(outputs, reference, result, Path(args.save_cas))
+        print(f"raw outputs saved in {args.save_cas} (re-run with: python test.py --from-cas {args.save_cas})")
+    names = list(args.video) + reference.video_names[: args.visualize]
+    if names:
+        paths = draw_videos(outputs, result, list(dict.fromkeys(names)), out_dir / "figures")
+        print(f"{len(paths)} figures in {out_dir / 'figures'}")
+    print(f"\nwrote {out_dir}/metrics.json, detections.json, proposals.json, per_class_ap.csv, fp_breakdown.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
