@@ -177,8 +177,9 @@ def test_visualize_cli_defaults_and_errors(tmp_path, capsys):
     assert "nope.npz" in capsys.readouterr().err
     for argv in (["--from-cas", str(directory)], ["--video", "x"], ["--from-cas"],
                  ["--bogus", "1"], ["--from-cas", "d", "--video", "x", "--score-cut", "high"]):
-        with pytest.raises(SystemExit, match="usage"):
+        with pytest.raises(SystemExit):
             visualize_main(argv)
+        assert "usage" in capsys.readouterr().err
 
 
 RESULTS_THUMOS = """iteration,mAP@0.1,mAP@0.2,mAP@0.3,mAP@0.4,mAP@0.5,mAP@0.6,mAP@0.7,mAP@0.8,mAP@0.9,avg 0.1:0.7,cmAP
@@ -235,7 +236,8 @@ def test_plot_learning_curves_and_its_cli(tmp_path):
     assert_png(plot_learning_curves(run, tmp_path / "curves.png"), 1200, 600)
     assert plots_main([str(run)]) == 0
     assert_png(run / "learning_curves.png", 1200, 600)
-    assert plots_main([]) == 2
+    with pytest.raises(SystemExit):
+        plots_main([])
 
 
 def test_bad_results_file_is_a_data_error_naming_file_and_line(tmp_path, capsys):

@@ -8,6 +8,7 @@ Usage: ``python -m utils.plots RUN_DIR`` writes ``RUN_DIR/learning_curves.png``.
 Figures are drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, so pyplot, its
 global state and any display are never touched.
 """
+import argparse
 import csv
 import re
 import sys
@@ -23,7 +24,6 @@ from utils.errors import DataError, STCLError
 FIGSIZE = (12, 6)  # inches
 DPI = 100
 MAP_COLUMN = re.compile(r"mAP@(\d*\.?\d+)")  # e.g. "mAP@0.5"; group 1: the tIoU threshold
-USAGE = "usage: python -m utils.plots RUN_DIR   (writes RUN_DIR/learning_curves.png)"
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,12 @@ def plot_learning_curves(run_dir, out_png=None) -> Path:
 
 def main(argv: list[str]) -> int:
     """Command line: ``RUN_DIR`` -> writes the PNG and prints its path."""
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return 0
-    if len(argv) != 1:
-        print(USAGE, file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m utils.plots",
+                                     description="Draw RUN_DIR/learning_curves.png from a training run's logs.")
+    parser.add_argument("run_dir", help="a run folder of main.py (holds results.csv and losses.csv)")
+    options = parser.parse_args(argv)
     try:
-        print(plot_learning_curves(argv[0]))
+        print(plot_learning_curves(options.run_dir))
     except STCLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ Times are in seconds: snippet t covers [t * scale, (t + 1) * scale), scale = 16 
 THUMOS-14 (16 frames at 25 fps); curves are drawn at snippet centres. Figures are drawn on
 a ``matplotlib.figure.Figure`` (Agg canvas), never through pyplot.
 """
+import argparse
 import json
 import sys
 import zipfile
@@ -34,8 +35,6 @@ FIGSIZE = (12, 6)  # inches
 DPI = 100
 _NO_GROUND_TRUTH = (np.zeros((0, 2)), np.zeros(0, dtype=np.int64))
 _NO_DETECTIONS = (np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0))
-USAGE = ("usage: python -m utils.visualize --from-cas DIR --video NAME [--video NAME2 ...] "
-         "[--out OUT_DIR] [--score-cut X]")
 
 
 @dataclass(frozen=True)
@@ -201,17 +200,25 @@ def load_cas_dir(directory, videos=None) -> CasDirectory:
     )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m utils.visualize",
+                                description="Draw test videos from a `test.py --save-cas DIR` folder.")
+    p.add_argument("--from-cas", required=True, help="folder written by test.py --save-cas")
+    p.add_argument("--video", action="append", required=True, help="video name (repeatable)")
+    p.add_argument("--out", default=None, help="output folder (default: <from-cas>/figures)")
+    p.add_argument("--score-cut", type=float, default=SCORE_CUT, help="draw detections scoring above this")
+    return p
+
+
 def main(argv: list[str]) -> int:
     """Command line (see the module docstring); prints the paths written."""
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return 0
-    options = _parse_cli(argv)
+    options = build_parser().parse_args(argv)
+    out = options.out or str(Path(options.from_cas) / "figures")
     try:
-        saved = load_cas_dir(options["from_cas"], options["video"])
+        saved = load_cas_dir(options.from_cas, options.video)
         written = visualize_videos(saved.cas, saved.attn, saved.ground_truth,
-                                   saved.detections, saved.class_names, options["video"],
-                                   options["out"], options["score_cut"], saved.scale)
+                                   saved.detections, saved.class_names, options.video,
+                                   out, options.score_cut, saved.scale)
     except STCLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -287,35 +294,6 @@ def _draw_cas(axes, data: VideoFigureData) -> None:
     axes.set(ylim=(0, 1.05), ylabel="CAS (softmax)")
     axes.grid(alpha=0.3)
     axes.legend(loc="upper right", fontsize="small")
-
-
-def _parse_cli(argv: list[str]) -> dict:
-    """``--from-cas DIR --video NAME ... [--out DIR] [--score-cut X]`` -> options dict;
-    exits with the usage on anything else."""
-    options = {"from_cas": None, "video": [], "out": None, "score_cut": SCORE_CUT}
-    tokens = list(argv)
-    while tokens:
-        flag = tokens.pop(0)
-        if flag not in ("--from-cas", "--video", "--out", "--score-cut") or not tokens:
-            raise SystemExit(f"unexpected or incomplete argument {flag!r}\n{USAGE}")
-        value = tokens.pop(0)
-        if flag == "--video":
-            options["video"].append(value)
-        elif flag == "--score-cut":
-            options["score_cut"] = _parse_float(value)
-        else:
-            options[flag[2:].replace("-", "_")] = value
-    if options["from_cas"] is None or not options["video"]:
-        raise SystemExit(f"--from-cas and at least one --video are required\n{USAGE}")
-    options["out"] = options["out"] or str(Path(options["from_cas"]) / "figures")
-    return options
-
-
-def _parse_float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise SystemExit(f"--score-cut: not a number: {text!r}\n{USAGE}") from None
 
 
 def _read_json(path: Path):
