@@ -248,3 +248,14 @@ def test_bad_results_file_is_a_data_error_naming_file_and_line(tmp_path, capsys)
     assert "results.csv: line 3" in capsys.readouterr().err
     with pytest.raises(DataError, match="not found"):
         read_losses(tmp_path / "missing.csv")
+
+
+def test_best_marker_follows_the_selected_checkpoint(tmp_path):
+    # main.py marks the checkpoint it kept in a `best` column; a final, unselected
+    # evaluation with a higher average must not move the marker.
+    results = RESULTS_THUMOS.replace("cmAP\n", "cmAP,best\n").replace(",50\n", ",50,1\n") \
+        .replace(",90\n", ",90,1\n").replace(",91\n", ",91,0\n")
+    results += "700,99,99,99,99,99,99,99,9,9,99,99,0\n"
+    run = write_run(tmp_path / "run", results)
+    data = learning_curve_data(read_results(run / "results.csv"), read_losses(run / "losses.csv"))
+    assert data.best_iteration == 400

@@ -33,7 +33,8 @@ class LearningCurves:
     eval_iteration: (E,) iterations of the evaluations.
     map_curves: label -> (E,) mAP in percent; the chosen thresholds, then their average
         (the last entry), which is the checkpoint-selection score of section 5.
-    best_iteration: the evaluation with the highest average (the first on ties), or None.
+    best_iteration: the evaluation main.py selected (its ``best`` column), else the one with
+        the highest average (the first on ties), or None.
     loss_iteration: (L,) logged iterations.
     loss_raw, loss_smooth: term name -> (L,) values, raw and as a trailing running mean.
     """
@@ -72,7 +73,10 @@ def learning_curve_data(results: dict, losses: dict, window: int | None = None) 
     average = np.mean(list(curves.values()), axis=0)
     curves[f"avg {columns[0][0]:g}:{columns[-1][0]:g}"] = average
     iteration = results["iteration"]
-    best = int(iteration[np.argmax(average)]) if len(iteration) else None
+    if "best" in results and np.any(results["best"] > 0):
+        best = int(iteration[np.flatnonzero(results["best"] > 0)[-1]])  # the checkpoint main.py selected
+    else:
+        best = int(iteration[np.argmax(average)]) if len(iteration) else None
 
     raw = {name: values for name, values in losses.items() if name != "iteration"}
     rows = len(losses["iteration"])
