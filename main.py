@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import random
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -30,10 +31,16 @@ from test import EvaluationResult, Reference, test
 from train import (ExemplarSource, NonFiniteLossError, build_criterion, build_model, build_optimizer, choose_device,
                    train_step)
 from utils import checkpoint as ckpt
-from utils.errors import STCLError
+from utils.errors import CheckpointError, STCLError
 from utils.evaluation import format_table
 
 LOSS_COLUMNS = ["iteration", *STCLCriterion.TERMS, "total"]
+#: What ``--resume`` needs beyond the weights; a ``best.pt`` or a released ``.pkl`` lacks it.
+TRAINING_STATE = ("model", "optimizer", "rng", "iteration", "best", "results_rows", "loss_rows")
+
+
+class TrainingStopped(Exception):
+    """Ctrl-C stopped the run after a step; last.pt holds everything needed to resume it."""
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -79,6 +86,25 @@ class CsvLog:
         self.rows += 1
 
 
+def read_training_state(path) -> dict:
+    """The checkpoint for ``--resume``: a clear CheckpointError if it cannot continue a run."""
+    state = ckpt.read_checkpoint(path)
+    missing = [k for k in TRAINING_STATE if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} holds no training state to resume ({', '.join(missing)} missing); "
+                              f"--resume needs the last.pt of a run, --pretrained-ckpt starts from weights alone")
+    return state
+
+
+def resume_command(argv: List[str], last: Path) -> str:
+    """``python main.py <argv> --resume <last>``, without an earlier ``--resume``."""
+    argv = [a for a in argv if not a.startswith("--resume=")]
+    if "--resume" in argv:
+        at = argv.index("--resume")
+        del argv[at: at + 2]
+    return shlex.join(["python", "main.py", *argv, "--resume", str(last)])
+
+
 class StopRequest:
     """Ctrl-C (SIGINT) asks the loop to stop after the current step; a second one aborts."""
 
@@ -113,7 +139,10 @@ def result_row(iteration: int, result: EvaluationResult, best: bool) -> Dict[str
 
 
 def train(args: argparse.Namespace, progress: bool = True) -> dict:
-    """One training run; returns the summary written to ``summary.json``."""
+    """One training run; returns the summary written to ``summary.json``.
+
+    Raises TrainingStopped after a Ctrl-C (last.pt saved) and STCLError on a non-finite loss.
+    """
     rng = seed_everything(args.seed)
     device = choose_device(args.device)
     run_dir = Path(args.output_dir) / args.model_name
@@ -124,13 +153,14 @@ def train(args: argparse.Namespace, progress: bool = True) -> dict:
     criterion, optimizer = build_criterion(args), build_optimizer(model, args)
     source = ExemplarSource(dataset, args.num_exemplars, device)
 
-    start, best, last_eval, rows = 0, {"score": -np.inf}, None, (None, None)
+    start, best, last_eval, rows, saved_at = 0, {"score": -np.inf}, None, (None, None), None
     if args.resume:
-        state = ckpt.read_checkpoint(args.resume)
+        state = read_training_state(args.resume)
         ckpt.load_weights(model, ckpt.model_state_of(state, args.resume), args.resume)
         optimizer.load_state_dict(state["optimizer"])
         restore_rng_state(rng, state["rng"])
         start, best, last_eval = state["iteration"] + 1, state["best"], state.get("last_eval")
+        saved_at = state["iteration"]
         rows = (state["results_rows"], state["loss_rows"])
         print(f"resuming {run_dir} after iteration {state['iteration']}")
     elif args.pretrained_ckpt:
@@ -149,6 +179,12 @@ def train(args: argparse.Namespace, progress: bool = True) -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args),
                 "iteration": iteration, "best": best, "last_eval": last_eval, "rng": rng_state(rng),
                 "results_rows": results.rows, "loss_rows": losses.rows, "format": "stcl-net/1"}
+
+    def save_last(iteration: int) -> None:
+        nonlocal saved_at
+        writer.flush()
+        ckpt.save_atomic(payload(iteration), run_dir / "last.pt")
+        saved_at = iteration
 
     def evaluate_now(iteration: int, periodic: bool) -> EvaluationResult:
         nonlocal best, last_eval
@@ -178,7 +214,7 @@ def train(args: argparse.Namespace, progress: bool = True) -> dict:
                                    torch.as_tensor(labels, device=device), exemplars, iteration, args.amp)
             except NonFiniteLossError as exc:
                 writer.close()
-                raise STCLError(f"{exc}\nthe last good checkpoint is kept at {run_dir / 'last.pt'}") from exc
+                raise STCLError(f"{exc}\n{_last_good(run_dir / 'last.pt', saved_at)}") from exc
             running = terms["total"] if running is None else 0.95 * running + 0.05 * terms["total"]
             bar.set_postfix(loss=f"{running:.3f}")
             if iteration % args.log_every == 0:
@@ -188,20 +224,20 @@ def train(args: argparse.Namespace, progress: bool = True) -> dict:
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], iteration)
             if iteration % args.interval == 0 and iteration > 0:
                 evaluate_now(iteration, periodic=True)
-                ckpt.save_atomic(payload(iteration), run_dir / "last.pt")
+                save_last(iteration)
             if stop.requested:
                 stopped = True
                 break
     bar.close()
-    ckpt.save_atomic(payload(iteration), run_dir / "last.pt")
+    save_last(iteration)
     if stopped:
         writer.close()
         print(f"stopped after iteration {iteration}; last.pt saved. Resume with:\n"
-              f"  python main.py {' '.join(sys.argv[1:])} --resume {run_dir / 'last.pt'}")
-        return {"stopped_at": iteration}
+              f"  {resume_command(sys.argv[1:], run_dir / 'last.pt')}")
+        raise TrainingStopped(iteration)
     if last_eval is None or last_eval["iteration"] != iteration:
         evaluate_now(iteration, periodic=False)
-        ckpt.save_atomic(payload(iteration), run_dir / "last.pt")
+        save_last(iteration)
     writer.close()
     summary = {"run_dir": str(run_dir), "seed": args.seed,
                "selection": "best sum of mAP@0.1..0.7 on the test set over the periodic evaluations "
@@ -211,6 +247,13 @@ def train(args: argparse.Namespace, progress: bool = True) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print_summary(summary)
     return summary
+
+
+def _last_good(last: Path, saved_at: Optional[int]) -> str:
+    if saved_at is None:
+        return "no checkpoint of this run was saved before it; lower --lr and start again"
+    return (f"the last good checkpoint, from iteration {saved_at}, is kept at {last}; lower --lr and start again, "
+            f"or start from its weights with --pretrained-ckpt {last}")
 
 
 def _average_columns(reference: Reference) -> List[str]:
@@ -285,6 +328,12 @@ def main(argv=None) -> int:
     except STCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingStopped:
+        return 130
+    except KeyboardInterrupt:
+        print("\naborted by a second Ctrl-C; --resume <run dir>/last.pt continues from the last saved state",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -20,7 +20,8 @@ import torch
 
 from utils.errors import CheckpointError
 
-#: Released module prefix -> project module prefix (same tensors, readable names).
+#: Released module prefix -> project module prefix (same tensors, readable names), in the
+#: order of the released ``state_dict`` (its module registration order).
 RELEASED_NAMES = {
     "vAttn.bit_wise_attn.0": "attention_rgb.local_gate.0",
     "vAttn.channel_conv.0": "attention_rgb.global_gate.0",
@@ -38,18 +39,28 @@ RELEASED_NAMES = {
     "inter_exem_conv1_k": "scl.exemplar_key",
     "inter_exem_conv1_v": "scl.exemplar_value",
     "clswise_atn_conv": "scl.class_weight",
-    "classifier": "cls_base",
     "intra_temp_classifier": "cls_intra",
     "inter_temp_classifier": "cls_inter",
+    "classifier": "cls_base",
 }
+
+
+def _released_prefix(key: str, table: Mapping[str, str]):
+    """The longest prefix of ``key`` found in ``table`` (a whole dotted component), or None."""
+    matches = [p for p in table if key == p or key.startswith(p + ".")]
+    return max(matches, key=len, default=None)
 
 
 def _rename(key: str, table: Mapping[str, str]) -> str:
     """Replace the longest prefix of ``key`` found in ``table``."""
-    for old in sorted(table, key=len, reverse=True):
-        if key == old or key.startswith(old + "."):
-            return table[old] + key[len(old):]
-    return key
+    prefix = _released_prefix(key, table)
+    return key if prefix is None else table[prefix] + key[len(prefix):]
+
+
+def _released_rank(key: str) -> int:
+    """Position of a released key's module in the released state dict (unknown modules last)."""
+    prefix = _released_prefix(key, RELEASED_NAMES)
+    return len(RELEASED_NAMES) if prefix is None else list(RELEASED_NAMES).index(prefix)
 
 
 def released_to_project(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -58,9 +69,13 @@ def released_to_project(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Te
 
 
 def project_to_released(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The project's key names -> the released ones (for ``--export-official``)."""
+    """The project's key names -> the released ones, in the released order (``--export-official``).
+
+    The result loads into the released code with ``model.load_state_dict``.
+    """
     inverse = {new: old for old, new in RELEASED_NAMES.items()}
-    return {_rename(k, inverse): v for k, v in state.items()}
+    renamed = {_rename(k, inverse): v for k, v in state.items()}
+    return dict(sorted(renamed.items(), key=lambda item: _released_rank(item[0])))
 
 
 def is_released_state_dict(obj) -> bool:
@@ -68,13 +83,23 @@ def is_released_state_dict(obj) -> bool:
     return isinstance(obj, Mapping) and any(str(k).startswith("vAttn.") for k in obj)
 
 
+def _classifier_weight(state: Mapping[str, torch.Tensor]):
+    """The base head's last conv weight (C+1, D, 1) under either naming, or None."""
+    return next((state[k] for k in ("classifier.4.weight", "cls_base.4.weight") if k in state), None)
+
+
 def released_shape_of(state: Mapping[str, torch.Tensor]) -> Tuple[int, int]:
-    """(feature_size D, num_class C) of a released or project state dict."""
-    for key in ("classifier.4.weight", "cls_base.4.weight"):
-        if key in state:
-            out, d, _ = state[key].shape
-            return d, out - 1
-    raise CheckpointError("state dict has no classifier weight (classifier.4.weight / cls_base.4.weight)")
+    """(feature_size D, num_class C) of a released or project state dict, read off the
+    base head's last conv weight (C+1, D, 1)."""
+    weight = _classifier_weight(state)
+    if weight is None:
+        raise CheckpointError("the state dict has no classifier weight (classifier.4.weight / cls_base.4.weight), "
+                              "so its feature size and class count are unknown")
+    if weight.dim() != 3:
+        raise CheckpointError(f"the classifier weight has shape {tuple(weight.shape)}; "
+                              "a released or project checkpoint has (C+1, D, 1)")
+    out, d, _ = weight.shape
+    return d, out - 1
 
 
 # -- reading and writing -------------------------------------------------------------
@@ -101,12 +126,26 @@ def save_atomic(obj, path) -> Path:
     return path
 
 
+def _check_zip_crc(path: Path) -> None:
+    """torch.load does not check the CRCs of its zip archive, so a damaged byte inside a
+    tensor would load silently as a wrong weight; raise BadZipFile instead."""
+    if not zipfile.is_zipfile(path):
+        return  # a truncated archive or the legacy pickle format: torch.load decides
+    with zipfile.ZipFile(path) as archive:
+        if any(member.compress_type != zipfile.ZIP_STORED for member in archive.infolist()):
+            raise zipfile.BadZipFile("a member is compressed, which torch.save never does")
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise zipfile.BadZipFile(f"{damaged} fails its CRC check")
+
+
 def read_checkpoint(path):
     """Load any checkpoint file onto the CPU; a clear CheckpointError if it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
+        _check_zip_crc(path)
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError,
             AttributeError, ModuleNotFoundError, io.UnsupportedOperation) as exc:
@@ -116,23 +155,44 @@ def read_checkpoint(path):
 def model_state_of(obj, path) -> Dict[str, torch.Tensor]:
     """The model weights of a loaded checkpoint, under the project's names."""
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        return dict(obj["model"])
-    if is_released_state_dict(obj):
-        return released_to_project(obj)
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return dict(obj)
-    raise CheckpointError(f"{path} is neither a project checkpoint nor a released STCL-Net state dict")
+        state = dict(obj["model"])
+    elif is_released_state_dict(obj):
+        state = released_to_project(obj)
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = dict(obj)
+    else:
+        raise CheckpointError(f"{path} is neither a project checkpoint nor a released STCL-Net state dict")
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"checkpoint {path}: these weights are not tensors: {', '.join(map(str, not_tensors[:10]))}")
+    return state
+
+
+def _with_released_name(key: str) -> str:
+    """``key``, followed by its released name where that differs (for error messages)."""
+    released = _rename(key, {new: old for old, new in RELEASED_NAMES.items()})
+    return key if released == key else f"{key} [released: {released}]"
+
+
+def _trained_with(state: Mapping[str, torch.Tensor]) -> list:
+    """The line of an error message that says what the checkpoint was trained with, if known."""
+    weight = _classifier_weight(state)
+    if weight is None or weight.dim() != 3:
+        return []
+    d, c = released_shape_of(state)
+    return [f"  the checkpoint was trained with --feature-size {d} --num-class {c}"]
 
 
 def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path) -> None:
-    """Copy ``state`` into ``model`` after checking every key and shape.
+    """Copy ``state`` (project names) into ``model`` after checking every key and shape.
 
-    Raises one CheckpointError that lists every missing, unexpected and mis-shaped tensor.
+    Raises one CheckpointError that lists every missing, unexpected and mis-shaped tensor
+    (with its released name beside the project's) and the D and C the checkpoint was trained with.
     """
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+    missing = [_with_released_name(k) for k in expected if k not in state]
+    unexpected = sorted(str(k) for k in set(state) - set(expected))
+    misshaped = [f"{_with_released_name(k)}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
                  for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or misshaped:
         lines = [f"checkpoint {path} does not fit the model "
@@ -141,10 +201,5 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path
             if items:
                 shown = items[:10] + ([f"... and {len(items) - 10} more"] if len(items) > 10 else [])
                 lines.append(f"  {title} ({len(items)}): " + "; ".join(shown))
-        try:
-            d, c = released_shape_of(state)
-            lines.append(f"  the checkpoint was trained with --feature-size {d} --num-class {c}")
-        except CheckpointError:
-            pass
-        raise CheckpointError("\n".join(lines))
+        raise CheckpointError("\n".join(lines + _trained_with(state)))
     model.load_state_dict(state)
