@@ -289,9 +289,16 @@ def load_for_test(argv) -> Tuple[argparse.Namespace, torch.nn.Module, dict]:
     given = explicit_args(argv)
     if isinstance(raw, dict) and isinstance(raw.get("args"), dict):
         args = argparse.Namespace(**{**vars(args), **raw["args"], **given})
-    else:  # a released state dict: its shapes say D and C
-        d, c = ckpt.released_shape_of(state)
+    else:  # a released state dict: its shapes say D and C, and C says the variant
+        try:
+            d, c = ckpt.released_shape_of(state)
+        except STCLError as exc:
+            raise ckpt.CheckpointError(f"{args.pretrained_ckpt}: {exc}") from exc
         vars(args).update({"feature_size": given.get("feature_size", d), "num_class": given.get("num_class", c)})
+        if "use_model" not in given and args.num_class in (100, 200):  # ActivityNet 1.2 / 1.3
+            args.use_model, args.num_exemplars, args.kl_weight = "STCL_ACT", None, None
+            print(f"{args.pretrained_ckpt} has {args.num_class} classes: evaluating it as STCL_ACT "
+                  "(the ActivityNet variant); pass --use-model to choose")
     args = resolve_variant(args)
     model = build_model(args)
     ckpt.load_weights(model, state, args.pretrained_ckpt)
@@ -325,6 +332,9 @@ def _main(argv) -> int:
     if args.export_official:
         path = ckpt.save_atomic(ckpt.project_to_released(model.state_dict()), args.export_official)
         print(f"wrote the weights in the released STCL-Net format to {path}")
+        if not Path(args.path_dataset).exists():
+            print(f"(no dataset at {args.path_dataset}: export only, nothing evaluated)")
+            return 0
     device = choose_device(args.device)
     model.to(device)
     dataset = SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,

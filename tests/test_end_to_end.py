@@ -1,0 +1,121 @@
+"""The main job: build a demo, train, evaluate, select, reload (issue 3)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import main as main_module
+import test as test_module
+from dataset.make_demo import make_demo_dataset
+from options import parse_args
+from train import ExemplarSource, build_model
+
+DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--lr", "1e-3", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    make_demo_dataset(root / "demo", num_train=24, num_test=12, num_class=3, feature_size=32, seed=1,
+                      difficulty=0.0)  # the easy end, so that 200 iterations localize well
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(demo):
+    argv = ["--path-dataset", str(demo / "demo"), *DEMO, "--max-iter", "201", "--interval", "50",
+            "--output-dir", str(demo / "runs"), "--model-name", "e2e"]
+    assert main_module.main(argv) == 0
+    return demo / "runs" / "e2e", argv
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_writes_checkpoints_and_logs(trained):
+    run, _ = trained
+    for name in ("best.pt", "last.pt", "results.csv", "losses.csv", "summary.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").iterdir()), "no TensorBoard event file"
+    rows = read_csv(run / "results.csv")
+    # periodic evaluations after iterations 50 .. 200; the last update (200) is one of them
+    assert [int(r["iteration"]) for r in rows] == [50, 100, 150, 200]
+    assert {"mAP@0.1", "mAP@0.5", "mAP@0.9", "avg 0.1:0.7", "cmAP"} <= set(rows[0])
+    summary = json.loads((run / "summary.json").read_text())
+    best_row = max(rows, key=lambda r: sum(float(r[f"mAP@{t}"]) for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)))
+    assert summary["best"]["iteration"] == int(best_row["iteration"])
+    assert summary["last"]["iteration"] == 200
+    assert "test set" in summary["selection"]
+    best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+    assert best["args"]["num_class"] == 3 and best["iteration"] == summary["best"]["iteration"]
+
+
+def test_reloaded_best_checkpoint_reproduces_its_map(trained):
+    run, _ = trained
+    out = run / "reloaded"
+    assert test_module.main(["--pretrained-ckpt", str(run / "best.pt"), "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = json.loads((run / "summary.json").read_text())["best"]["summary"]
+    for key, value in expected.items():
+        assert metrics["summary"][key] == pytest.approx(value, abs=1e-9), key
+    detections = json.loads((out / "detections.json").read_text())
+    assert set(detections) == {"version", "results", "external_data"}
+    first = next(d for dets in detections["results"].values() for d in dets)
+    assert set(first) == {"label", "score", "segment"} and first["segment"][0] < first["segment"][1]
+
+
+def test_training_beats_an_untrained_model(trained, demo):
+    run, argv = trained
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    untrained = build_model(args)
+    dataset = main_module.build_dataset(args)
+    before = test_module.test(untrained, dataset, ExemplarSource(dataset, args.num_exemplars, torch.device("cpu")),
+                              args, torch.device("cpu"), progress=False).summary["mAP@0.5"]
+    after = json.loads((run / "summary.json").read_text())["best"]["summary"]["mAP@0.5"]
+    assert after > 30 and after > before + 20, f"mAP@0.5: untrained {before:.2f}, trained {after:.2f}"
+
+
+def test_same_seed_same_loss_curve(demo):
+    curves = []
+    for name in ("a", "b"):
+        argv = ["--path-dataset", str(demo / "demo"), *DEMO, "--max-iter", "15", "--interval", "1000",
+                "--log-every", "1", "--output-dir", str(demo / "seeded"), "--model-name", name]
+        assert main_module.main(argv) == 0
+        curves.append([[float(v) for v in row.values()] for row in read_csv(demo / "seeded" / name / "losses.csv")])
+    assert len(curves[0]) == 15
+    np.testing.assert_array_equal(np.array(curves[0]), np.array(curves[1]))
+
+
+def test_from_cas_replays_the_evaluation(trained, tmp_path):
+    run, _ = trained
+    cas = tmp_path / "cas"
+    assert test_module.main(["--pretrained-ckpt", str(run / "best.pt"), "--output", str(tmp_path / "a"),
+                             "--save-cas", str(cas), "--visualize", "1"]) == 0
+    assert test_module.main(["--from-cas", str(cas), "--output", str(tmp_path / "b")]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())["summary"]
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())["summary"]
+    assert a == b
+    assert len(list((tmp_path / "a" / "figures").glob("*.png"))) == 1
+    proposals = json.loads((tmp_path / "a" / "proposals.json").read_text())
+    assert all(len(row) == 4 for rows in proposals.values() for row in rows)
+
+
+def test_seed_sweep_prints_mean_and_std(demo, capsys):
+    argv = ["--path-dataset", str(demo / "demo"), *DEMO, "--max-iter", "21", "--interval", "10",
+            "--output-dir", str(demo / "sweep"), "--model-name", "s", "--seeds", "1,2"]
+    assert main_module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 seeds: 1, 2" in out and "+-" in out
+    rows = read_csv(demo / "sweep" / "s_seeds.csv")
+    assert [(r["seed"], r["checkpoint"]) for r in rows] == [("1", "best"), ("1", "last"), ("2", "best"), ("2", "last")]
+
+
+def test_missing_dataset_says_where_and_how(tmp_path, capsys):
+    assert main_module.main(["--path-dataset", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nowhere") in err and "make_demo" in err
