@@ -12,7 +12,8 @@ from dataset.make_demo import make_demo_dataset
 from options import parse_args
 from train import ExemplarSource, build_model
 
-DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--lr", "1e-3", "--device", "cpu"]
+DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--lr", "1e-3", "--num-exemplars", "4",
+        "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_from_cas_replays_the_evaluation(trained, tmp_path):
 
 
 def test_seed_sweep_prints_mean_and_std(demo, capsys):
-    argv = ["--path-dataset", str(demo / "demo"), *DEMO, "--max-iter", "21", "--interval", "10",
+    argv = ["--path-dataset", str(demo / "demo"), *DEMO, "--max-iter", "6", "--interval", "5",
             "--output-dir", str(demo / "sweep"), "--model-name", "s", "--seeds", "1,2"]
     assert main_module.main(argv) == 0
     out = capsys.readouterr().out
