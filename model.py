@@ -80,7 +80,11 @@ class CrossModalAttention(nn.Module):
 
     def forward(self, main: Tensor, other: Tensor):
         """main, other: (B, D/2, T) -> actionness (B, 1, T), filtered main stream (B, D/2, T)."""
-        g = self.global_gate(main.mean(dim=-1, keepdim=True))  # (B, D/2, 1)
+        # g: a k3 conv (padding 1) over a length-1 sequence only sees its centre tap, so it is a
+        # linear map of the temporal mean; computed as one, it is exact and ~10x cheaper.
+        gate_conv, activation, dropout = self.global_gate
+        g = dropout(activation(F.linear(main.mean(dim=-1), gate_conv.weight[:, :, 1], gate_conv.bias)))
+        g = g.unsqueeze(-1)  # (B, D/2, 1)
         h = self.local_gate(other)  # (B, D/2, T)
         filtered = torch.sigmoid(h * g) * main
         return self.actionness(filtered), filtered
@@ -201,7 +205,8 @@ class STCLNet(nn.Module):
         if c != self.num_class:
             raise ValueError(f"exemplar videos hold {c} classes, the model has {self.num_class}")
         xe, ae, _, _ = self.embed(exemplar_videos.reshape(c * m, n, d))  # (C*M, D, N), (C*M, 1, N)
-        ce = self.cls_base(xe).transpose(1, 2)  # (C*M, N, C+1)
+        with torch.no_grad():  # the scores only pick the top snippets; the gradient flows through xe
+            ce = self.cls_base(xe).transpose(1, 2)  # (C*M, N, C+1)
         supp = suppress_with_actionness(ce, ae.transpose(1, 2))
         own_class = torch.arange(c, device=ce.device).repeat_interleave(m)  # class of each exemplar video
         foreground = supp[torch.arange(c * m, device=ce.device), :, own_class]  # (C*M, N)
