@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="checkpoint to start from (main.py) or to evaluate (test.py): the project's own or the released .pkl")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                      help="auto = cuda when available, else cpu")
-    run.add_argument("--log-every", type=int, default=10, help="write loss terms to TensorBoard every this many iterations")
+    run.add_argument("--log-every", type=int, default=10, help="log the loss terms (losses.csv, TensorBoard) every this many iterations")
 
     test = p.add_argument_group("test.py")
     test.add_argument("--output", default=None,

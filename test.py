@@ -103,10 +103,9 @@ class EvaluationResult:
     @property
     def selection_score(self) -> float:
         """THUMOS: sum of mAP@0.1..0.7; ActivityNet: mean over its thresholds (spec section 5)."""
-        maps = [v for k, v in self.summary.items() if k.startswith("mAP@")]
         if self.tiou_thresholds.min() < 0.5:
             return float(sum(self.summary[f"mAP@{t:g}"] for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)))
-        return float(np.mean(maps))
+        return float(np.mean([self.summary[f"mAP@{t:g}"] for t in self.tiou_thresholds]))
 
 
 # ======================================================================================
