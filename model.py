@@ -78,8 +78,12 @@ class CrossModalAttention(nn.Module):
             conv(hidden, 1, 1), nn.Dropout(0.5), nn.Sigmoid(),
         )
 
-    def forward(self, main: Tensor, other: Tensor):
-        """main, other: (B, D/2, T) -> actionness (B, 1, T), filtered main stream (B, D/2, T)."""
+    def forward(self, main: Tensor, other: Tensor, actionness_grad: bool = True):
+        """main, other: (B, D/2, T) -> actionness (B, 1, T), filtered main stream (B, D/2, T).
+
+        ``actionness_grad=False`` computes the actionness without autograd (same values):
+        the exemplar bank only uses it to pick snippets.
+        """
         # g: a k3 conv (padding 1) over a length-1 sequence only sees its centre tap, so it is a
         # linear map of the temporal mean; computed as one, it is exact and ~10x cheaper.
         gate_conv, activation, dropout = self.global_gate
@@ -87,7 +91,8 @@ class CrossModalAttention(nn.Module):
         g = g.unsqueeze(-1)  # (B, D/2, 1)
         h = self.local_gate(other)  # (B, D/2, T)
         filtered = torch.sigmoid(h * g) * main
-        return self.actionness(filtered), filtered
+        with torch.set_grad_enabled(actionness_grad and torch.is_grad_enabled()):
+            return self.actionness(filtered), filtered
 
 
 class CorrelationLayer(nn.Module):
@@ -183,15 +188,15 @@ class STCLNet(nn.Module):
         init_conv_(self)
 
     # -- building blocks ---------------------------------------------------------------
-    def embed(self, features: Tensor):
+    def embed(self, features: Tensor, actionness_grad: bool = True):
         """Cross-modal attention and fusion.
 
         features: (B, T, D) -> x (B, D, T), attn, attn_rgb, attn_flow (B, 1, T)
         """
         f = features.transpose(1, 2)
         rgb, flow = f[:, : self.feature_size // 2], f[:, self.feature_size // 2:]
-        attn_rgb, filtered_rgb = self.attention_rgb(rgb, flow)
-        attn_flow, filtered_flow = self.attention_flow(flow, rgb)
+        attn_rgb, filtered_rgb = self.attention_rgb(rgb, flow, actionness_grad)
+        attn_flow, filtered_flow = self.attention_flow(flow, rgb, actionness_grad)
         x = self.fusion(torch.cat([filtered_rgb, filtered_flow], dim=1))
         return x, (attn_rgb + attn_flow) / 2, attn_rgb, attn_flow
 
@@ -204,8 +209,10 @@ class STCLNet(nn.Module):
         c, m, n, d = exemplar_videos.shape
         if c != self.num_class:
             raise ValueError(f"exemplar videos hold {c} classes, the model has {self.num_class}")
-        xe, ae, _, _ = self.embed(exemplar_videos.reshape(c * m, n, d))  # (C*M, D, N), (C*M, 1, N)
-        with torch.no_grad():  # the scores only pick the top snippets; the gradient flows through xe
+        # The actionness ae and the scores ce only pick the top snippets; the gradient flows
+        # through the features xe alone, so neither is recorded for autograd.
+        xe, ae, _, _ = self.embed(exemplar_videos.reshape(c * m, n, d), actionness_grad=False)
+        with torch.no_grad():
             ce = self.cls_base(xe).transpose(1, 2)  # (C*M, N, C+1)
         supp = suppress_with_actionness(ce, ae.transpose(1, 2))
         own_class = torch.arange(c, device=ce.device).repeat_interleave(m)  # class of each exemplar video

@@ -154,3 +154,19 @@ def test_suppression_keeps_the_minimum():
     attn = torch.tensor([[[0.5]]])
     # min = -2: 0.5 * (cas + 2) - 2
     torch.testing.assert_close(suppress_with_actionness(cas, attn), torch.tensor([[[-0.5, -2.0, 0.5]]]))
+
+
+def test_exemplar_bank_gradients_match_the_plain_computation():
+    # The bank skips autograd for the actionness and the scores (they only pick snippets);
+    # the gradient must be the one of the plain per-video computation.
+    model = make(num_class=3).eval()
+    videos = torch.randn(3, 2, 20, D)
+    weights = torch.randn(4, D, 2)
+    grads = []
+    for bank_of in (model.exemplar_bank, lambda v: loop_exemplar_bank(model, v)):
+        model.zero_grad()
+        (bank_of(videos) * weights).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert set(grads[0]) == set(grads[1])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
