@@ -285,6 +285,9 @@ def print_summary(summary: dict) -> None:
 def seed_sweep(args: argparse.Namespace) -> List[dict]:
     """Train once per seed of ``--seeds`` and print mean +- std of best and last mAPs."""
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.max_iter <= args.interval:
+        raise STCLError("--seeds compares the selected (best) checkpoints, so each run needs a periodic "
+                        f"evaluation: make --max-iter ({args.max_iter}) larger than --interval ({args.interval})")
     summaries = []
     for seed in seeds:
         run_args = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None,
