@@ -229,16 +229,15 @@ def train(args: argparse.Namespace, progress: bool = True) -> dict:
                 stopped = True
                 break
     bar.close()
-    save_last(iteration)
+    if not stopped and (last_eval is None or last_eval["iteration"] != iteration):
+        evaluate_now(iteration, periodic=False)  # the final weights, reported but never selected
+    if saved_at != iteration:
+        save_last(iteration)
+    writer.close()
     if stopped:
-        writer.close()
         print(f"stopped after iteration {iteration}; last.pt saved. Resume with:\n"
               f"  {resume_command(sys.argv[1:], run_dir / 'last.pt')}")
         raise TrainingStopped(iteration)
-    if last_eval is None or last_eval["iteration"] != iteration:
-        evaluate_now(iteration, periodic=False)
-        save_last(iteration)
-    writer.close()
     summary = {"run_dir": str(run_dir), "seed": args.seed,
                "selection": "best sum of mAP@0.1..0.7 on the test set over the periodic evaluations "
                             "(the released protocol)" if reference.tiou_thresholds.min() < 0.5 else
