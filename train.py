@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from model import STCLCriterion, STCLNet
+from utils.errors import STCLError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -31,7 +32,7 @@ def choose_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+        raise STCLError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
     return torch.device(name)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.evaluation import tiou as segment_tiou
+
 CATEGORIES = (
     "true positive",
     "double detection",
@@ -143,7 +145,8 @@ def _classify_one(det: dict, i: int, gt: dict, matched: np.ndarray, tiou: float)
     in_video = np.flatnonzero(gt["video"] == det["video"][i])
     if len(in_video) == 0:
         return BACKGROUND
-    overlap = _tiou(det["start"][i], det["end"][i], gt["start"][in_video], gt["end"][in_video])
+    gt_segments = np.stack([gt["start"][in_video], gt["end"][in_video]], axis=1)
+    overlap = segment_tiou((det["start"][i], det["end"][i]), gt_segments)
     label = det["label"][i]
     candidate = (gt["label"][in_video] == label) & ~matched[in_video]
     if candidate.any():
@@ -158,14 +161,6 @@ def _classify_one(det: dict, i: int, gt: dict, matched: np.ndarray, tiou: float)
     if overlap[top] >= MIN_TIOU:
         return LOCALIZATION if same_class else CONFUSION
     return BACKGROUND
-
-
-def _tiou(start: float, end: float, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """tIoU of [start, end) with each [starts, ends) (no +1; zero length -> 0). (n,)"""
-    inter = np.clip(np.minimum(end, ends) - np.maximum(start, starts), 0.0, None)
-    union = (end - start) + (ends - starts) - inter
-    both_long = (end > start) & (ends > starts)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=both_long)
 
 
 def _ap_rows(ap: np.ndarray, tiou_thresholds, class_names):

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from utils.errors import DataError, STCLError
+from utils.evaluation import video_class_scores
 
 SNIPPET_SECONDS = 16 / 25
 SCORE_CUT = 0.5  # detections scoring above this (outer-inner-contrast scale) are drawn
@@ -84,9 +85,7 @@ def video_score(cas: np.ndarray, attn: np.ndarray) -> np.ndarray:
     """Section 7 step 1: softmax over C+1 of the mean of the top max(1, T // 10) values of
     each column of cas * attn, background dropped. cas (T, C+1), attn (T, 1) -> (C,)."""
     s = cas * attn.reshape(-1, 1)
-    k = max(1, len(s) // 10)
-    top_mean = np.sort(s, axis=0)[-k:].mean(axis=0)
-    return _softmax(top_mean)[:-1]
+    return video_class_scores(s, k=max(1, len(s) // 10))
 
 
 def video_figure_data(cas, attn, gt_segments, gt_labels, detections, class_names,
