@@ -12,7 +12,8 @@ Three pieces, as in DETR:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,52 @@ def suppress_with_actionness(cas: Tensor, attn: Tensor) -> Tensor:
     return attn * (cas - low) + low
 
 
+def gather_snippets(x: Tensor, idx: Tensor) -> Tensor:
+    """The columns ``idx`` of every video: x (V, K, N), idx (V, S) -> (V, K, S)."""
+    return x.gather(2, idx.unsqueeze(1).expand(-1, x.shape[1], -1))
+
+
+def snippet_windows(x: Tensor, idx: Tensor, kernel: int) -> Tensor:
+    """What a k-tap conv (padding k // 2) reads to compute its output at snippets ``idx``.
+
+    x: (V, K, N), idx: (V, S) -> (V*S, K, kernel), the zero-padded window centred on each
+    snippet, so that a conv without padding over a window gives that snippet's output.
+    """
+    v, k, _ = x.shape
+    s = idx.shape[1]
+    padded = F.pad(x, (kernel // 2, kernel // 2))
+    taps = idx.unsqueeze(-1) + torch.arange(kernel, device=idx.device)  # (V, S, kernel), columns of padded
+    return gather_snippets(padded, taps.reshape(v, s * kernel)).reshape(v, k, s, kernel).transpose(1, 2) \
+        .reshape(v * s, k, kernel)
+
+
+def dropped(x: Tensor, dropout: nn.Dropout, keep: Optional[Tensor]) -> Tensor:
+    """``dropout(x)``, or with a mask drawn ahead (``keep``: bool, broadcastable to x)."""
+    return dropout(x) if keep is None else x * keep / (1 - dropout.p)
+
+
+@dataclass
+class EmbedMasks:
+    """Dropout masks of the embedding (attention gates and fusion), drawn ahead of a pass.
+
+    The exemplar bank draws them so that it can recompute part of its pass with the very
+    same dropout (:meth:`STCLNet.exemplar_bank`). Bool, True = kept (scaled by 1/(1-p)).
+
+    rgb, flow: each stream's (global gate (V, D/2, 1), local gate (V, D/2, N));
+    fusion: (V, D, N).
+    """
+
+    rgb: Tuple[Tensor, Tensor]
+    flow: Tuple[Tensor, Tensor]
+    fusion: Tensor
+
+    def at(self, idx: Tensor) -> "EmbedMasks":
+        """The masks of the snippets ``idx`` (V, S) only (the global gates are per video)."""
+        return EmbedMasks(rgb=(self.rgb[0], gather_snippets(self.rgb[1], idx)),
+                          flow=(self.flow[0], gather_snippets(self.flow[1], idx)),
+                          fusion=gather_snippets(self.fusion, idx))
+
+
 class ClassifierHead(nn.Sequential):
     """``Dropout, conv_k3(in->D), LReLU, Dropout, conv_k1(D->C+1)``: (B, in, T) -> (B, C+1, T)."""
 
@@ -78,21 +125,43 @@ class CrossModalAttention(nn.Module):
             conv(hidden, 1, 1), nn.Dropout(0.5), nn.Sigmoid(),
         )
 
-    def forward(self, main: Tensor, other: Tensor, actionness_grad: bool = True):
+    def forward(self, main: Tensor, other: Tensor, keep: Optional[Tuple[Tensor, Tensor]] = None):
         """main, other: (B, D/2, T) -> actionness (B, 1, T), filtered main stream (B, D/2, T).
 
-        ``actionness_grad=False`` computes the actionness without autograd (same values):
-        the exemplar bank only uses it to pick snippets.
+        ``keep``: the dropout masks of the two gates, drawn ahead (:class:`EmbedMasks`);
+        None draws them here.
         """
-        # g: a k3 conv (padding 1) over a length-1 sequence only sees its centre tap, so it is a
-        # linear map of the temporal mean; computed as one, it is exact and ~10x cheaper.
-        gate_conv, activation, dropout = self.global_gate
-        g = dropout(activation(F.linear(main.mean(dim=-1), gate_conv.weight[:, :, 1], gate_conv.bias)))
-        g = g.unsqueeze(-1)  # (B, D/2, 1)
-        h = self.local_gate(other)  # (B, D/2, T)
+        g = self.global_gate_of(main.mean(dim=-1), None if keep is None else keep[0])  # (B, D/2, 1)
+        h = dropped(self.local_gate[1](self.local_gate[0](other)), self.local_gate[2],
+                    None if keep is None else keep[1])  # (B, D/2, T)
         filtered = torch.sigmoid(h * g) * main
-        with torch.set_grad_enabled(actionness_grad and torch.is_grad_enabled()):
-            return self.actionness(filtered), filtered
+        return self.actionness(filtered), filtered
+
+    def global_gate_of(self, mean: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+        """The global gate g from the temporal mean of the main stream: (B, D/2) -> (B, D/2, 1).
+
+        g is a k3 conv (padding 1) over a length-1 sequence, which only sees its centre tap:
+        a linear map of the temporal mean, computed as one (exact, ~10x cheaper).
+        """
+        gate_conv, activation, dropout = self.global_gate
+        g = activation(F.linear(mean, gate_conv.weight[:, :, 1], gate_conv.bias)).unsqueeze(-1)
+        return dropped(g, dropout, keep)
+
+    def filtered_at(self, main: Tensor, other: Tensor, idx: Tensor, keep: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
+        """The filtered main stream at the snippets ``idx`` only (the actionness is skipped).
+
+        main, other: (V, D/2, N), idx: (V, S), keep: the gates' masks at those snippets
+        (:meth:`EmbedMasks.at`) or None -> (V, D/2, S), equal to ``forward``'s at ``idx``.
+        """
+        gate_conv, activation, dropout = self.local_gate
+        v, s = idx.shape
+        # A k3 conv at one snippet is a linear map of its window (as matmuls: conv kernels are
+        # slow, in the backward pass above all, on thousands of length-1 outputs).
+        windows = snippet_windows(other, idx, gate_conv.kernel_size[0])  # (V*S, D/2, 3)
+        h = activation(F.linear(windows.flatten(1), gate_conv.weight.flatten(1), gate_conv.bias))  # (V*S, D/2)
+        h = dropped(h.reshape(v, s, -1).transpose(1, 2), dropout, None if keep is None else keep[1])
+        g = self.global_gate_of(main.mean(dim=-1), None if keep is None else keep[0])
+        return torch.sigmoid(h * g) * gather_snippets(main, idx)
 
 
 class CorrelationLayer(nn.Module):
@@ -188,44 +257,105 @@ class STCLNet(nn.Module):
         init_conv_(self)
 
     # -- building blocks ---------------------------------------------------------------
-    def embed(self, features: Tensor, actionness_grad: bool = True):
+    def embed(self, features: Tensor, masks: Optional[EmbedMasks] = None):
         """Cross-modal attention and fusion.
 
-        features: (B, T, D) -> x (B, D, T), attn, attn_rgb, attn_flow (B, 1, T)
+        features: (B, T, D) -> x (B, D, T), attn, attn_rgb, attn_flow (B, 1, T).
+        masks: dropout masks drawn ahead (:meth:`embed_masks`); None draws them here.
         """
         f = features.transpose(1, 2)
         rgb, flow = f[:, : self.feature_size // 2], f[:, self.feature_size // 2:]
-        attn_rgb, filtered_rgb = self.attention_rgb(rgb, flow, actionness_grad)
-        attn_flow, filtered_flow = self.attention_flow(flow, rgb, actionness_grad)
-        x = self.fusion(torch.cat([filtered_rgb, filtered_flow], dim=1))
+        attn_rgb, filtered_rgb = self.attention_rgb(rgb, flow, masks and masks.rgb)
+        attn_flow, filtered_flow = self.attention_flow(flow, rgb, masks and masks.flow)
+        x = self.fuse(torch.cat([filtered_rgb, filtered_flow], dim=1), masks and masks.fusion)
         return x, (attn_rgb + attn_flow) / 2, attn_rgb, attn_flow
+
+    def fuse(self, z: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+        """The fusion layer, ``Dropout(LReLU(conv_k1(z)))``: (B, D, T) -> (B, D, T)."""
+        fusion_conv, activation, dropout = self.fusion
+        return dropped(activation(fusion_conv(z)), dropout, keep)
+
+    def embed_masks(self, v: int, n: int, device: torch.device) -> EmbedMasks:
+        """Fresh dropout masks for :meth:`embed` of V videos of N snippets (training mode)."""
+        half = self.feature_size // 2
+
+        def keep(shape, dropout: nn.Dropout) -> Tensor:
+            return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(1 - dropout.p)
+
+        def gates(attention: CrossModalAttention):
+            return keep((v, half, 1), attention.global_gate[2]), keep((v, half, n), attention.local_gate[2])
+
+        return EmbedMasks(rgb=gates(self.attention_rgb), flow=gates(self.attention_flow),
+                          fusion=keep((v, self.feature_size, n), self.fusion[2]))
 
     def exemplar_bank(self, exemplar_videos: Tensor) -> Tensor:
         """SCL exemplar extraction (section 3, steps 2-5).
 
         exemplar_videos: (C, M, N, D) snippet features of M training videos per class.
         Returns the exemplar bank E: (C+1, D, M), background set last.
+
+        The bank is a mean of 2 * N//10 fused snippets per video, so the gradient only flows
+        through those: the whole pass runs without autograd to pick them, then only the
+        picked snippets are recomputed with autograd (the same dropout masks, drawn ahead).
+        The gradient is the one of the plain computation (``benchmarks/loop_reference.py``
+        keeps it, tests compare the two), at about a tenth of its backward cost and memory.
         """
         c, m, n, d = exemplar_videos.shape
         if c != self.num_class:
             raise ValueError(f"exemplar videos hold {c} classes, the model has {self.num_class}")
-        # The actionness ae and the scores ce only pick the top snippets; the gradient flows
-        # through the features xe alone, so neither is recorded for autograd.
-        xe, ae, _, _ = self.embed(exemplar_videos.reshape(c * m, n, d), actionness_grad=False)
+        videos = exemplar_videos.reshape(c * m, n, d)
+        masks = self.embed_masks(c * m, n, videos.device) if self.training else None
         with torch.no_grad():
-            ce = self.cls_base(xe).transpose(1, 2)  # (C*M, N, C+1)
+            xe, ae, _, _ = self.embed(videos, masks=masks)  # (C*M, D, N), (C*M, 1, N)
+            idx = self.exemplar_snippets(xe, ae, m)  # (C*M, 2k)
+        if torch.is_grad_enabled():
+            picked = self.embed_at(videos, idx, masks)
+        else:
+            picked = gather_snippets(xe, idx)
+        return self.bank_from_snippets(picked, c, m)
+
+    def exemplar_snippets(self, xe: Tensor, ae: Tensor, m: int) -> Tensor:
+        """Which snippets make each exemplar (section 3, steps 3-4).
+
+        xe: (C*M, D, N) fused features and ae: (C*M, 1, N) actionness of M videos per class.
+        Returns (C*M, 2k), k = max(1, N//10): the top-k snippets of each video by the
+        suppressed score of its own class, then its top-k by the raw background score.
+        """
+        ce = self.cls_base(xe).transpose(1, 2)  # (C*M, N, C+1)
         supp = suppress_with_actionness(ce, ae.transpose(1, 2))
-        own_class = torch.arange(c, device=ce.device).repeat_interleave(m)  # class of each exemplar video
-        foreground = supp[torch.arange(c * m, device=ce.device), :, own_class]  # (C*M, N)
+        videos = torch.arange(ce.shape[0], device=ce.device)
+        foreground = supp[videos, :, videos // m]  # (C*M, N): video i belongs to class i // M
         background = ce[..., -1]  # (C*M, N)
-        k = max(1, n // 10)
+        k = max(1, ce.shape[1] // 10)
+        return torch.cat([foreground.topk(k, dim=1).indices, background.topk(k, dim=1).indices], dim=1)
 
-        def mean_of_top(scores: Tensor) -> Tensor:  # (C*M, N) -> (C*M, D)
-            idx = scores.topk(k, dim=1).indices  # (C*M, k)
-            return torch.gather(xe, 2, idx.unsqueeze(1).expand(-1, d, -1)).mean(dim=2)
+    def embed_at(self, videos: Tensor, idx: Tensor, masks: Optional[EmbedMasks] = None) -> Tensor:
+        """The fused features x of the snippets ``idx`` only: (V, N, D), (V, S) -> (V, D, S).
 
-        fg = mean_of_top(foreground).reshape(c, m, d)
-        bg = mean_of_top(background).reshape(c, m, d).mean(dim=0, keepdim=True)
+        Equal to ``embed(videos, masks=masks)[0]`` at ``idx``: the fusion is a k1 conv, the
+        local gate a k3 conv computed on each snippet's window, the global gate reads the
+        mean of all N snippets (one vector per video); the actionness is not needed.
+        """
+        f = videos.transpose(1, 2)
+        rgb, flow = f[:, : self.feature_size // 2], f[:, self.feature_size // 2:]
+        picked = masks.at(idx) if masks is not None else None
+        filtered_rgb = self.attention_rgb.filtered_at(rgb, flow, idx, picked and picked.rgb)
+        filtered_flow = self.attention_flow.filtered_at(flow, rgb, idx, picked and picked.flow)
+        z = torch.cat([filtered_rgb, filtered_flow], dim=1).transpose(1, 2)  # (V, S, D)
+        fusion_conv, activation, dropout = self.fusion  # a k1 conv: a matmul per snippet
+        x = activation(F.linear(z, fusion_conv.weight[:, :, 0], fusion_conv.bias)).transpose(1, 2)
+        return dropped(x, dropout, picked and picked.fusion)
+
+    @staticmethod
+    def bank_from_snippets(picked: Tensor, c: int, m: int) -> Tensor:
+        """Section 3, steps 4-5: (C*M, D, 2k) picked features -> the bank (C+1, D, M).
+
+        The first k columns of each video are its foreground snippets, the last k its
+        background snippets; the background set is the mean over classes.
+        """
+        k, d = picked.shape[2] // 2, picked.shape[1]
+        fg = picked[..., :k].mean(dim=2).reshape(c, m, d)
+        bg = picked[..., k:].mean(dim=2).reshape(c, m, d).mean(dim=0, keepdim=True)
         return torch.cat([fg, bg], dim=0).transpose(1, 2)  # (C+1, D, M)
 
     def smooth(self, s: Tensor) -> Tensor:

@@ -6,8 +6,11 @@ they compute the same numbers, so that the comparison is like for like.
 - :class:`LoopSemanticCorrelation`: SCL with a Python loop over the C+1 classes of the
   exemplar bank and, inside it, over the B videos of the batch; it materialises every
   per-class context r_a (C+1 of them, each (B, D, T)), as the released code does.
-- :class:`LoopSTCLNet`: STCL-Net with that SCL (the exemplar bank itself is built as in
-  the project, so that a comparison isolates SCL and the exemplar draw).
+- :class:`LoopSTCLNet`: STCL-Net with that SCL and with the exemplar bank built the released
+  way: the whole exemplar pass (C*M*N snippets) recorded for autograd, where the project
+  recomputes only the 2 * N//10 picked snippets of each video. It draws the same dropout
+  masks in the same order, so under the same torch seed both give the same bank and the
+  same gradients.
 - :func:`loop_exemplar_videos`: the released per-video exemplar resampling: per class and
   per drawn video, random-perturb indices into that video's own (T_i, D) array on the
   host, stacked with numpy, then copied to the device. It consumes the generator exactly
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model import STCLNet, SemanticCorrelation, cosine_matrix
+from model import STCLNet, SemanticCorrelation, cosine_matrix, gather_snippets
 from wsad_dataset import random_perturb
 
 
@@ -46,12 +49,23 @@ class LoopSemanticCorrelation(SemanticCorrelation):
 
 
 class LoopSTCLNet(STCLNet):
-    """STCL-Net with the loop-based SCL; takes the same state dict as :class:`STCLNet`."""
+    """STCL-Net the released way (loop-based SCL, exemplar pass fully recorded for autograd);
+    takes the same state dict as :class:`STCLNet`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         width = self.feature_size
         self.scl = LoopSemanticCorrelation(width, width // 4)
+
+    def exemplar_bank(self, exemplar_videos: Tensor) -> Tensor:
+        """(C, M, N, D) -> (C+1, D, M), autograd through every exemplar snippet."""
+        c, m, n, d = exemplar_videos.shape
+        videos = exemplar_videos.reshape(c * m, n, d)
+        masks = self.embed_masks(c * m, n, videos.device) if self.training else None
+        xe, ae, _, _ = self.embed(videos, masks=masks)  # (C*M, D, N), with autograd
+        with torch.no_grad():
+            idx = self.exemplar_snippets(xe, ae, m)
+        return self.bank_from_snippets(gather_snippets(xe, idx), c, m)
 
 
 def loop_exemplar_videos(dataset, m: int, rng: np.random.Generator, device: torch.device) -> Tensor:

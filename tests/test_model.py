@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import CorrelationLayer, STCLCriterion, STCLNet, suppress_with_actionness
+from model import CorrelationLayer, STCLCriterion, STCLNet, gather_snippets, snippet_windows, suppress_with_actionness
 
 D = 16  # a small even feature size: streams of 8, keys of 4
 
@@ -157,7 +157,7 @@ def test_suppression_keeps_the_minimum():
 
 
 def test_exemplar_bank_gradients_match_the_plain_computation():
-    # The bank skips autograd for the actionness and the scores (they only pick snippets);
+    # The bank picks its snippets without autograd and recomputes only those with it;
     # the gradient must be the one of the plain per-video computation.
     model = make(num_class=3).eval()
     videos = torch.randn(3, 2, 20, D)
@@ -170,3 +170,45 @@ def test_exemplar_bank_gradients_match_the_plain_computation():
     assert set(grads[0]) == set(grads[1])
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_snippet_windows_feed_a_conv_its_own_output_at_those_snippets():
+    conv = torch.nn.Conv1d(4, 5, 3, padding=1)
+    x, idx = torch.randn(2, 4, 9), torch.tensor([[0, 8, 3], [5, 5, 1]])  # the edges and a repeat
+    v, s = idx.shape
+    with torch.no_grad():
+        at_windows = F.conv1d(snippet_windows(x, idx, 3), conv.weight, conv.bias).reshape(v, s, 5).transpose(1, 2)
+        torch.testing.assert_close(at_windows, gather_snippets(conv(x), idx))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_exemplar_bank_recomputes_what_the_full_pass_computes(training):
+    # The project's bank recomputes only the picked snippets with autograd; the released
+    # pass (benchmarks/loop_reference.py) records all of them. Same seed -> same dropout
+    # masks in training mode -> the same bank and the same gradient.
+    from benchmarks.loop_reference import LoopSTCLNet
+
+    model = make(num_class=3).train(training)
+    released = LoopSTCLNet(feature_size=D, num_class=3).train(training)
+    released.load_state_dict(model.state_dict())
+    videos, weights = torch.randn(3, 4, 30, D), torch.randn(4, D, 4)
+    banks, grads = [], []
+    for net in (model, released):
+        torch.manual_seed(5)
+        bank = net.exemplar_bank(videos)
+        (bank * weights).sum().backward()
+        banks.append(bank.detach())
+        grads.append({n: p.grad for n, p in net.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(banks[0], banks[1], atol=1e-5, rtol=1e-5)
+    assert set(grads[0]) == set(grads[1]) and "fusion.0.weight" in grads[0]
+    assert "attention_rgb.local_gate.0.weight" in grads[0] and "attention_flow.global_gate.0.weight" in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_exemplar_dropout_is_drawn_in_training_only():
+    model, videos = make(num_class=2), torch.randn(2, 3, 20, D)
+    with torch.no_grad():
+        banks = [model.train().exemplar_bank(videos) for _ in range(2)]
+        assert not torch.allclose(banks[0], banks[1])
+        torch.testing.assert_close(model.eval().exemplar_bank(videos), model.eval().exemplar_bank(videos))
