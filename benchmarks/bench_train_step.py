@@ -10,14 +10,16 @@ written to a temporary folder), with the project's criterion and optimiser:
 - project: ``train.ExemplarSource.draw`` (exemplar snippets gathered by tensor indexing on
   the device) and ``train.train_step`` (batched SCL einsums);
 - loop: the released way (benchmarks/loop_reference.py): exemplar videos gathered one by
-  one with numpy on the host and copied to the device, SCL with Python loops over the C+1
-  bank classes and the B videos (the exemplar bank itself is built as in the project).
+  one with numpy on the host and copied to the device, the whole exemplar pass recorded for
+  autograd (the project recomputes only the snippets the bank is made of), SCL with Python
+  loops over the C+1 bank classes and the B videos.
 A step is timed from the exemplar draw to the end of the optimiser update (the batch is
 drawn outside the timer). The two variants take turns (project, loop, loop, project, ...)
 in one process per N, so that a change in the machine's load hits both alike. Peak memory
 is what a step needs above what was allocated before it (CUDA: max_memory_allocated; CPU:
-the resident set size, sampled every 2 ms). The last columns time SCL alone (forward and
-backward at the step's shapes) and the exemplar draw alone.
+the resident set size, sampled every 2 ms). The last columns time the three parts that
+differ, alone: the exemplar bank (forward and backward, training mode), SCL (forward and
+backward at the step's shapes) and the exemplar draw.
 """
 from __future__ import annotations
 
@@ -176,9 +178,23 @@ class Variant:
             times.append(time.perf_counter() - tic)
         return statistics.median(times[1:])
 
-    def summary(self, warmup: int, scl_s: float) -> dict:
+    def bank_alone_s(self, opts: argparse.Namespace, seqlen: int, repeats: int) -> float:
+        """Median seconds of the exemplar bank, forward + backward, from (C, M, N, D) videos."""
+        device = self.device
+        videos = torch.randn(opts.num_class, opts.num_exemplars, seqlen, opts.feature_size, device=device)
+        weights = torch.randn(opts.num_class + 1, opts.feature_size, opts.num_exemplars, device=device)
+        times = []
+        for _ in range(repeats + 1):
+            synchronize(device)
+            tic = time.perf_counter()
+            (self.model.exemplar_bank(videos) * weights).sum().backward()
+            synchronize(device)
+            times.append(time.perf_counter() - tic)
+        return statistics.median(times[1:])
+
+    def summary(self, warmup: int, bank_s: float, scl_s: float) -> dict:
         return {"step_s": statistics.median(self.step_s[warmup:]), "draw_s": statistics.median(self.draw_s[warmup:]),
-                "peak_mib": max(self.peak_mib[warmup:]), "scl_s": scl_s}
+                "peak_mib": max(self.peak_mib[warmup:]), "bank_s": bank_s, "scl_s": scl_s}
 
 
 def run_seqlen(seqlen: int, opts: argparse.Namespace) -> dict:
@@ -195,7 +211,8 @@ def run_seqlen(seqlen: int, opts: argparse.Namespace) -> dict:
         for variant in (variants if step % 2 == 0 else variants[::-1]):
             variant.step(step)
     repeats = max(1, opts.steps)
-    return {v.name: v.summary(opts.warmup, v.scl_alone_s(opts, seqlen, repeats)) for v in variants}
+    return {v.name: v.summary(opts.warmup, v.bank_alone_s(opts, seqlen, repeats), v.scl_alone_s(opts, seqlen, repeats))
+            for v in variants}
 
 
 def run_in_subprocess(seqlen: int, opts: argparse.Namespace, argv: list[str]) -> dict:
@@ -212,36 +229,39 @@ def run_in_subprocess(seqlen: int, opts: argparse.Namespace, argv: list[str]) ->
 
 def format_table(rows: list[tuple[int, dict]]) -> str:
     header = (f"{'N':>5} | {'project s/step':>14} | {'loop s/step':>11} | {'loop/project':>12} | "
-              f"{'step peak MiB (project / loop)':>30} | {'SCL fwd+bwd s (project / loop)':>30} | "
-              f"{'exemplar draw s (project / loop)':>32}")
+              f"{'step peak MiB (project / loop)':>30} | {'bank fwd+bwd s (project / loop)':>31} | "
+              f"{'SCL fwd+bwd s (project / loop)':>30} | {'exemplar draw s (project / loop)':>32}")
     lines = [header, "-" * len(header)]
     for n, r in rows:
         fast, slow = r["project"], r["loop"]
         lines.append(f"{n:>5} | {fast['step_s']:>14.3f} | {slow['step_s']:>11.3f} | "
                      f"{slow['step_s'] / fast['step_s']:>11.2f}x | "
                      f"{fast['peak_mib']:>13.0f} / {slow['peak_mib']:<14.0f} | "
+                     f"{fast['bank_s']:>14.3f} / {slow['bank_s']:<14.3f} | "
                      f"{fast['scl_s']:>13.3f} / {slow['scl_s']:<14.3f} | "
                      f"{fast['draw_s']:>14.4f} / {slow['draw_s']:<15.4f}")
     return "\n".join(lines)
 
 
 def share_lines(rows: list[tuple[int, dict]]) -> list[str]:
-    """How much of each step SCL takes, so the step ratio can be read against the SCL ratio.
+    """What each differing part contributes, so the step ratio can be read against them.
 
-    The ratio "from the components" is what the step ratio would be if only SCL and the
-    exemplar draw differed; it is less exposed to the step-to-step noise of a busy machine.
+    The ratio "from the parts" is what the step ratio would be if only the exemplar bank,
+    SCL and the exemplar draw differed; it is less exposed to the step-to-step noise of a
+    busy machine.
     """
     lines = []
     for n, r in rows:
         fast, slow = r["project"], r["loop"]
-        difference = slow["scl_s"] - fast["scl_s"] + slow["draw_s"] - fast["draw_s"]
-        lines.append(f"N={n}: SCL alone is {slow['scl_s'] / fast['scl_s']:.1f}x faster batched; it is "
-                     f"{100 * fast['scl_s'] / fast['step_s']:.0f}% of the project step and "
-                     f"{100 * slow['scl_s'] / slow['step_s']:.0f}% of the loop step; step ratio from the "
-                     f"components: {(fast['step_s'] + difference) / fast['step_s']:.2f}x")
-    lines.append("The rest of a step, the same in both, is mostly the network pass over the C*M*N exemplar "
-                 "snippets (forward and backward), then the batch network, the loss and Adam. "
-                 "Issue target: loop/project at least 1.5x at B=10, C=20, M=10.")
+        difference = sum(slow[part] - fast[part] for part in ("bank_s", "scl_s", "draw_s"))
+        lines.append(f"N={n}: exemplar bank {slow['bank_s'] / fast['bank_s']:.1f}x faster "
+                     f"({100 * fast['bank_s'] / fast['step_s']:.0f}% of the project step, "
+                     f"{100 * slow['bank_s'] / slow['step_s']:.0f}% of the loop step); "
+                     f"SCL {slow['scl_s'] / fast['scl_s']:.1f}x faster "
+                     f"({100 * fast['scl_s'] / fast['step_s']:.0f}% / {100 * slow['scl_s'] / slow['step_s']:.0f}%); "
+                     f"step ratio from the parts: {(fast['step_s'] + difference) / fast['step_s']:.2f}x")
+    lines.append("The rest of a step, the same in both, is the batch network (forward and backward), the loss "
+                 "and Adam. Issue target: loop/project at least 1.5x at B=10, C=20, M=10.")
     return lines
 
 
