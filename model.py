@@ -298,7 +298,7 @@ class STCLNet(nn.Module):
         through those: the whole pass runs without autograd to pick them, then only the
         picked snippets are recomputed with autograd (the same dropout masks, drawn ahead).
         The gradient is the one of the plain computation (``benchmarks/loop_reference.py``
-        keeps it, tests compare the two), at about a tenth of its backward cost and memory.
+        keeps it, tests compare the two), at a small fraction of its backward cost and memory.
         """
         c, m, n, d = exemplar_videos.shape
         if c != self.num_class:

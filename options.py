@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--seed", type=int, default=3552, help="seed of python, numpy and torch")
     optim.add_argument("--seeds", default=None,
                        help="comma-separated seeds, e.g. 3552,0,1: train once per seed and print mean +- std")
-    optim.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast) on CUDA; off by default")
+    optim.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast), for GPUs with bfloat16 tensor cores; "
+                            "runs on CPU too, slower there; off by default")
     optim.add_argument("--resume", default=None,
                        help="continue a killed run from this checkpoint (usually <run dir>/last.pt)")
 

@@ -83,9 +83,13 @@ class ExemplarSource:
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on CUDA when enabled, else a no-op context."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bfloat16 autocast on ``device`` (CUDA or CPU) when enabled, else a no-op context.
+
+    Meant for GPUs with bfloat16 tensor cores; on a CPU without native bfloat16 it is
+    slower, but it runs, so the mixed-precision path can be checked anywhere.
+    """
+    if enabled:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -85,6 +85,25 @@ def test_train_step_returns_floats_and_updates():
     assert not torch.equal(before, model.cls_base[4].weight)
 
 
+def test_amp_step_runs_in_bfloat16_and_keeps_float32_weights():
+    # --amp is bfloat16 autocast on any device: the loss moves a little (proof that the
+    # network ran in bfloat16), the weights and their update stay float32.
+    labels = torch.eye(C)[[0, 0, 1, 1, 2, 2]]
+    features, exemplars = torch.randn(6, T, D), torch.randn(C, 2, T, D)
+    results = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        args = small_args()
+        model, criterion = build_model(args), build_criterion(args)
+        optimizer = build_optimizer(model, args)
+        torch.manual_seed(1)
+        results[amp] = train_step(model, criterion, optimizer, features, labels, exemplars, amp=amp), model
+    (plain, _), (mixed, model) = results[False], results[True]
+    assert mixed["total"] != plain["total"]
+    assert mixed["total"] == pytest.approx(plain["total"], rel=0.05)
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
 def test_non_finite_loss_stops_before_the_update():
     args = small_args()
     model, criterion = build_model(args), build_criterion(args)
