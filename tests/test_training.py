@@ -89,7 +89,8 @@ def test_amp_step_runs_in_bfloat16_and_keeps_float32_weights():
     # --amp is bfloat16 autocast on any device: the loss moves a little (proof that the
     # network ran in bfloat16), the weights and their update stay float32.
     labels = torch.eye(C)[[0, 0, 1, 1, 2, 2]]
-    features, exemplars = torch.randn(6, T, D), torch.randn(C, 2, T, D)
+    inputs = torch.Generator().manual_seed(0)
+    features, exemplars = torch.randn(6, T, D, generator=inputs), torch.randn(C, 2, T, D, generator=inputs)
     results = {}
     for amp in (False, True):
         torch.manual_seed(0)
@@ -100,7 +101,8 @@ def test_amp_step_runs_in_bfloat16_and_keeps_float32_weights():
         results[amp] = train_step(model, criterion, optimizer, features, labels, exemplars, amp=amp), model
     (plain, _), (mixed, model) = results[False], results[True]
     assert mixed["total"] != plain["total"]
-    assert mixed["total"] == pytest.approx(plain["total"], rel=0.05)
+    for term in set(plain) - {"snippet", "total"}:  # the snippet term picks snippets by thresholds
+        assert mixed[term] == pytest.approx(plain[term], rel=0.05, abs=0.01), term
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
