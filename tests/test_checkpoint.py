@@ -6,6 +6,7 @@ test_golden.py) with random values: at D = 16 / C = 3 by scaling the widths (str
 keys and attention hidden D/4, heads D, SCL head input 2D, C+1 output rows), and once at
 the full size (D = 2048, C = 20, 103,441,474 parameters).
 """
+import argparse
 import collections
 import math
 import zipfile
@@ -256,6 +257,14 @@ def test_pickle_of_something_else(tmp_path, obj, expected):
     path = tmp_path / "other.pkl"
     torch.save(obj, path)
     assert expected in error_of(["--pretrained-ckpt", str(path)])
+
+
+def test_pickled_objects_are_refused_without_running_them(tmp_path):
+    path = tmp_path / "objects.pkl"
+    torch.save({"model": released_state(), "args": argparse.Namespace(lr=0.1)}, path)
+    message = error_of(["--pretrained-ckpt", str(path)])
+    assert message.startswith(f"checkpoint {path} holds a Python object (argparse.Namespace) other than tensors")
+    assert "weights_only=False" in message
 
 
 def test_released_dict_without_classifier_cannot_say_its_shape(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -140,14 +141,27 @@ def _check_zip_crc(path: Path) -> None:
 
 
 def read_checkpoint(path):
-    """Load any checkpoint file onto the CPU; a clear CheckpointError if it cannot be read."""
+    """Load any checkpoint file onto the CPU; a clear CheckpointError if it cannot be read.
+
+    Only tensors and plain Python containers are unpickled (``weights_only=True``): project
+    checkpoints and the released state dicts are made of nothing else, and a downloaded
+    file then cannot run code while it is read.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         _check_zip_crc(path)
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError,
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise CheckpointError(
+                f"checkpoint {path} holds a Python object ({unsafe.group(1)}) other than tensors and plain "
+                f"containers, so it is not read (unpickling it could run code). If you trust the file, load it "
+                f"yourself with torch.load(path, weights_only=False) and torch.save its state_dict") from exc
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted and cannot be read ({exc})") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
             AttributeError, ModuleNotFoundError, io.UnsupportedOperation) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted and cannot be read ({exc})") from exc
 
