@@ -74,7 +74,7 @@ def snippet_windows(x: Tensor, idx: Tensor, kernel: int) -> Tensor:
 
 
 def dropped(x: Tensor, dropout: nn.Dropout, keep: Optional[Tensor]) -> Tensor:
-    """``dropout(x)``, or with a mask drawn ahead (``keep``: bool, broadcastable to x)."""
+    """``dropout(x)``, or with a mask drawn ahead (``keep``: 0/1, broadcastable to x)."""
     return dropout(x) if keep is None else x * keep / (1 - dropout.p)
 
 
@@ -83,7 +83,7 @@ class EmbedMasks:
     """Dropout masks of the embedding (attention gates and fusion), drawn ahead of a pass.
 
     The exemplar bank draws them so that it can recompute part of its pass with the very
-    same dropout (:meth:`STCLNet.exemplar_bank`). Bool, True = kept (scaled by 1/(1-p)).
+    same dropout (:meth:`STCLNet.exemplar_bank`). uint8, 1 = kept (scaled by 1/(1-p)), 0 = dropped.
 
     rgb, flow: each stream's (global gate (V, D/2, 1), local gate (V, D/2, N));
     fusion: (V, D, N).
@@ -280,7 +280,7 @@ class STCLNet(nn.Module):
         half = self.feature_size // 2
 
         def keep(shape, dropout: nn.Dropout) -> Tensor:
-            return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(1 - dropout.p)
+            return torch.empty(shape, dtype=torch.uint8, device=device).bernoulli_(1 - dropout.p)
 
         def gates(attention: CrossModalAttention):
             return keep((v, half, 1), attention.global_gate[2]), keep((v, half, n), attention.local_gate[2])
