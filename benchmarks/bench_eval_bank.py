@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_train_step import load_line, machine_lines, project_options, write_training_set  # noqa: E402
+from benchmarks.bench_train_step import (  # noqa: E402
+    benchmark_parser, load_line, machine_lines, project_options, write_training_set)
 from test import run_network  # noqa: E402
 from train import ExemplarSource, build_model, choose_device  # noqa: E402
 from wsad_dataset import SampleDataset  # noqa: E402
@@ -101,19 +102,12 @@ def warm_up(model, opts, device: torch.device) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--seqlen", type=int, default=500, help="N, snippets of each exemplar video (THUMOS: 500)")
-    parser.add_argument("--feature-size", type=int, default=2048, help="D")
-    parser.add_argument("--num-class", type=int, default=20, help="C")
-    parser.add_argument("--num-exemplars", type=int, default=10, help="M")
     parser.add_argument("--videos", type=int, default=None,
                         help="test videos run with the cached bank (spread over the lengths); default 6 on CPU, 212 on CUDA")
     parser.add_argument("--resample-videos", type=int, default=None,
                         help="of those, how many are also run with per-video resampling; default 1 on CPU, all on CUDA")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--seed", type=int, default=0)
     return parser
 
 

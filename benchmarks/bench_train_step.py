@@ -82,6 +82,19 @@ def project_options(opts: argparse.Namespace, seqlen: int) -> argparse.Namespace
     return parse_args([str(token) for pair in shapes.items() for token in pair])
 
 
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with the flags both benchmarks share: device, the shapes D, C, M, threads, seed."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--feature-size", type=int, default=2048, help="D")
+    parser.add_argument("--num-class", type=int, default=20, help="C")
+    parser.add_argument("--num-exemplars", type=int, default=10, help="M")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -266,20 +279,13 @@ def share_lines(rows: list[tuple[int, dict]]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--seqlens", default=None,
                         help="comma-separated N (max_seqlen) values; default 32 on CPU, 64,128,500 on CUDA")
     parser.add_argument("--batch-size", type=int, default=10, help="B")
-    parser.add_argument("--feature-size", type=int, default=2048, help="D")
-    parser.add_argument("--num-class", type=int, default=20, help="C")
-    parser.add_argument("--num-exemplars", type=int, default=10, help="M")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps per variant (median); default 3 on CPU, 5 on CUDA")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-seqlen", type=int, default=None, help=argparse.SUPPRESS)
     return parser
