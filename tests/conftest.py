@@ -3,6 +3,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread for the whole suite: the tensors here are tiny, and torch's default
+# (one thread per core) oversubscribes a busy 2-core machine, slowing a learning test from
+# 13 s to over 4 minutes under load. Benchmarks keep torch's default.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
