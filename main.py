@@ -8,6 +8,10 @@ A run folder ``<output-dir>/<model-name>/`` receives ``best.pt`` (the checkpoint
 best sum of mAP@0.1..0.7 on the test set, the released protocol), ``last.pt`` (the
 latest weights and the whole training state), ``results.csv`` (one row per evaluation),
 ``losses.csv``, ``summary.json`` and TensorBoard logs under ``tb/``.
+
+The loop, :func:`train`, is a few named stages of :class:`TrainingRun`: start or resume,
+step, evaluate and select, log, save last.pt, finish. The logs are a
+:class:`utils.run_log.RunLog`.
 """
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ import random
 import shlex
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -32,7 +37,11 @@ from train import (ExemplarSource, NonFiniteLossError, build_criterion, build_mo
                    train_step)
 from utils import checkpoint as ckpt
 from utils.errors import CheckpointError, STCLError
-from utils.evaluation import format_table
+from utils.evaluation import format_table, summarize
+from utils.run_log import RunLog
+
+if TYPE_CHECKING:
+    from wsad_dataset import SampleDataset
 
 LOSS_COLUMNS = ["iteration", *STCLCriterion.TERMS, "total"]
 #: What ``--resume`` needs beyond the weights; a ``best.pt`` or a released ``.pkl`` lacks it.
@@ -65,25 +74,6 @@ def restore_rng_state(rng: np.random.Generator, state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class CsvLog:
-    """An append-only CSV with a fixed header; on resume, rows past ``keep_rows`` are dropped."""
-
-    def __init__(self, path: Path, columns: List[str], keep_rows: Optional[int] = None):
-        self.path, self.columns = path, columns
-        rows = []
-        if keep_rows is not None and path.is_file():
-            with path.open(newline="") as f:
-                rows = list(csv.reader(f))[1: 1 + keep_rows]
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows([columns, *rows])
-        self.rows = len(rows)
-
-    def append(self, row: Dict[str, float]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([row.get(c, "") for c in self.columns])
-        self.rows += 1
 
 
 def read_training_state(path) -> dict:
@@ -134,118 +124,147 @@ def build_dataset(args: argparse.Namespace):
                          num_similar=args.num_similar, batch_size=args.batch_size)
 
 
-def result_row(iteration: int, result: EvaluationResult, best: bool) -> Dict[str, float]:
-    return {"iteration": iteration, **result.summary, "best": int(best)}
+@dataclass
+class TrainingRun:
+    """What the stages of one training run share: the pieces built from the options, and
+    the run's progress (the best evaluation so far, the last one, the iteration of last.pt).
 
-
-def train(args: argparse.Namespace, progress: bool = True) -> dict:
-    """One training run; returns the summary written to ``summary.json``.
-
-    Raises TrainingStopped after a Ctrl-C (last.pt saved) and STCLError on a non-finite loss.
+    Build it with :meth:`start_or_resume`; ``train`` then calls :meth:`step`,
+    :meth:`evaluate_and_select` and :meth:`save_last`, and ends with :meth:`finish`.
     """
-    rng = seed_everything(args.seed)
-    device = choose_device(args.device)
-    run_dir = Path(args.output_dir) / args.model_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dataset = build_dataset(args)
-    reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
-    model = build_model(args).to(device)
-    criterion, optimizer = build_criterion(args), build_optimizer(model, args)
-    source = ExemplarSource(dataset, args.num_exemplars, device)
 
-    start, best, last_eval, rows, saved_at = 0, {"score": -np.inf}, None, (None, None), None
-    if args.resume:
-        state = read_training_state(args.resume)
-        ckpt.load_weights(model, ckpt.model_state_of(state, args.resume), args.resume)
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng_state(rng, state["rng"])
-        start, best, last_eval = state["iteration"] + 1, state["best"], state.get("last_eval")
-        saved_at = state["iteration"]
-        rows = (state["results_rows"], state["loss_rows"])
-        print(f"resuming {run_dir} after iteration {state['iteration']}")
-    elif args.pretrained_ckpt:
-        raw = ckpt.read_checkpoint(args.pretrained_ckpt)
-        ckpt.load_weights(model, ckpt.model_state_of(raw, args.pretrained_ckpt), args.pretrained_ckpt)
+    args: argparse.Namespace
+    device: torch.device
+    run_dir: Path
+    dataset: "SampleDataset"
+    reference: Reference
+    model: torch.nn.Module
+    criterion: STCLCriterion
+    optimizer: torch.optim.Optimizer
+    source: ExemplarSource
+    rng: np.random.Generator
+    log: RunLog
+    progress: bool = True
+    start: int = 0  #: the first iteration this process trains
+    best: dict = field(default_factory=lambda: {"score": -np.inf})
+    last_eval: Optional[dict] = None
+    saved_at: Optional[int] = None  #: the iteration of the last.pt on disk
 
-    metric_columns = ["iteration", *[f"mAP@{t:g}" for t in reference.tiou_thresholds]]
-    results = CsvLog(run_dir / "results.csv", metric_columns + _average_columns(reference) + ["cmAP", "best"],
-                     rows[0])
-    losses = CsvLog(run_dir / "losses.csv", LOSS_COLUMNS, rows[1])
-    from torch.utils.tensorboard import SummaryWriter
+    @classmethod
+    def start_or_resume(cls, args: argparse.Namespace, progress: bool = True) -> "TrainingRun":
+        """Build the run from the options; continue ``--resume`` or start from ``--pretrained-ckpt``."""
+        rng = seed_everything(args.seed)
+        device = choose_device(args.device)
+        run_dir = Path(args.output_dir) / args.model_name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dataset = build_dataset(args)
+        reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
+        model = build_model(args).to(device)
+        criterion, optimizer = build_criterion(args), build_optimizer(model, args)
+        source = ExemplarSource(dataset, args.num_exemplars, device)
+        state, progress_state = None, {}
+        if args.resume:
+            state = read_training_state(args.resume)
+            ckpt.load_weights(model, ckpt.model_state_of(state, args.resume), args.resume)
+            optimizer.load_state_dict(state["optimizer"])
+            restore_rng_state(rng, state["rng"])
+            progress_state = {"start": state["iteration"] + 1, "best": state["best"],
+                              "last_eval": state.get("last_eval"), "saved_at": state["iteration"]}
+            print(f"resuming {run_dir} after iteration {state['iteration']}")
+        elif args.pretrained_ckpt:
+            raw = ckpt.read_checkpoint(args.pretrained_ckpt)
+            ckpt.load_weights(model, ckpt.model_state_of(raw, args.pretrained_ckpt), args.pretrained_ckpt)
+        log = RunLog(run_dir, result_columns(reference), LOSS_COLUMNS, resume=state,
+                     start=progress_state.get("start", 0))
+        return cls(args, device, run_dir, dataset, reference, model, criterion, optimizer, source, rng, log, progress,
+                   **progress_state)
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start if args.resume else None)
+    def step(self, iteration: int) -> Dict[str, float]:
+        """Sample a batch and M exemplar videos per class, update the weights; the loss terms."""
+        features, labels, _ = self.dataset.load_batch(self.rng)
+        exemplars = self.source.draw(self.rng)
+        try:
+            return train_step(self.model, self.criterion, self.optimizer, torch.as_tensor(features, device=self.device),
+                              torch.as_tensor(labels, device=self.device), exemplars, iteration, self.args.amp)
+        except NonFiniteLossError as exc:
+            raise STCLError(f"{exc}\n{_last_good(self.run_dir / 'last.pt', self.saved_at)}") from exc
 
-    def payload(iteration: int) -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args),
-                "iteration": iteration, "best": best, "last_eval": last_eval, "rng": rng_state(rng),
-                "results_rows": results.rows, "loss_rows": losses.rows, "format": "stcl-net/1"}
+    def log_losses(self, iteration: int, terms: Dict[str, float]) -> None:
+        self.log.log_losses(iteration, terms, self.optimizer.param_groups[0]["lr"])
 
-    def save_last(iteration: int) -> None:
-        nonlocal saved_at
-        writer.flush()
-        ckpt.save_atomic(payload(iteration), run_dir / "last.pt")
-        saved_at = iteration
-
-    def evaluate_now(iteration: int, periodic: bool) -> EvaluationResult:
-        nonlocal best, last_eval
-        result = test(model, dataset, source, args, device, reference, progress=progress)
-        improved = periodic and result.selection_score > best["score"]
+    def evaluate_and_select(self, iteration: int, periodic: bool) -> EvaluationResult:
+        """Evaluate on the test set; a periodic evaluation that beats the best so far writes best.pt."""
+        result = test(self.model, self.dataset, self.source, self.args, self.device, self.reference,
+                      progress=self.progress)
+        improved = periodic and result.selection_score > self.best["score"]
         if improved:
-            best = {"score": result.selection_score, "iteration": iteration, "summary": result.summary}
-            ckpt.save_atomic({"model": model.state_dict(), "args": vars(args), "iteration": iteration,
-                              "summary": result.summary, "format": "stcl-net/1"}, run_dir / "best.pt")
-        last_eval = {"iteration": iteration, "summary": result.summary}
-        results.append(result_row(iteration, result, improved))
-        for name, value in result.summary.items():
-            writer.add_scalar(f"eval/{name}", value, iteration)
+            self.best = {"score": result.selection_score, "iteration": iteration, "summary": result.summary}
+            ckpt.save_atomic({"model": self.model.state_dict(), "args": vars(self.args), "iteration": iteration,
+                              "summary": result.summary, "format": "stcl-net/1"}, self.run_dir / "best.pt")
+        self.last_eval = {"iteration": iteration, "summary": result.summary}
+        self.log.log_evaluation(iteration, result.summary, improved)
         tqdm.write(f"iteration {iteration}: mAP@0.5 {result.summary.get('mAP@0.5', float('nan')):.2f}  "
                    f"{_headline(result.summary)}  cmAP {result.summary['cmAP']:.2f}"
                    + ("  (new best)" if improved else ""))
         return result
 
-    running, stopped, iteration = None, False, start - 1
-    bar = tqdm(range(start, args.max_iter), initial=start, total=args.max_iter, desc="training", disable=not progress)
-    with StopRequest() as stop:
-        for iteration in bar:
-            features, labels, _ = dataset.load_batch(rng)
-            exemplars = source.draw(rng)
-            try:
-                terms = train_step(model, criterion, optimizer, torch.as_tensor(features, device=device),
-                                   torch.as_tensor(labels, device=device), exemplars, iteration, args.amp)
-            except NonFiniteLossError as exc:
-                writer.close()
-                raise STCLError(f"{exc}\n{_last_good(run_dir / 'last.pt', saved_at)}") from exc
-            running = terms["total"] if running is None else 0.95 * running + 0.05 * terms["total"]
-            bar.set_postfix(loss=f"{running:.3f}")
-            if iteration % args.log_every == 0:
-                losses.append({"iteration": iteration, **terms})
-                for name, value in terms.items():
-                    writer.add_scalar(f"loss/{name}", value, iteration)
-                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], iteration)
-            if iteration % args.interval == 0 and iteration > 0:
-                evaluate_now(iteration, periodic=True)
-                save_last(iteration)
-            if stop.requested:
-                stopped = True
-                break
-    bar.close()
-    if not stopped and (last_eval is None or last_eval["iteration"] != iteration):
-        evaluate_now(iteration, periodic=False)  # the final weights, reported but never selected
-    if saved_at != iteration:
-        save_last(iteration)
-    writer.close()
-    if stopped:
-        print(f"stopped after iteration {iteration}; last.pt saved. Resume with:\n"
-              f"  {resume_command(sys.argv[1:], run_dir / 'last.pt')}")
-        raise TrainingStopped(iteration)
-    summary = {"run_dir": str(run_dir), "seed": args.seed,
-               "selection": "best sum of mAP@0.1..0.7 on the test set over the periodic evaluations "
-                            "(the released protocol)" if reference.tiou_thresholds.min() < 0.5 else
-                            "best mean mAP over the tIoU thresholds on the test set (the released protocol)",
-               "best": best, "last": last_eval}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    print_summary(summary)
-    return summary
+    def save_last(self, iteration: int) -> None:
+        """last.pt: the weights and everything --resume needs to continue after ``iteration``."""
+        self.log.flush()
+        ckpt.save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                          "args": vars(self.args), "iteration": iteration, "best": self.best,
+                          "last_eval": self.last_eval, "rng": rng_state(self.rng), **self.log.rows(),
+                          "format": "stcl-net/1"}, self.run_dir / "last.pt")
+        self.saved_at = iteration
+
+    def finish(self, iteration: int, stopped: bool) -> dict:
+        """Evaluate the final weights (reported, never selected), save last.pt, write summary.json.
+
+        After a Ctrl-C only last.pt is saved, and TrainingStopped is raised.
+        """
+        if not stopped and (self.last_eval is None or self.last_eval["iteration"] != iteration):
+            self.evaluate_and_select(iteration, periodic=False)
+        if self.saved_at != iteration:
+            self.save_last(iteration)
+        if stopped:
+            print(f"stopped after iteration {iteration}; last.pt saved. Resume with:\n"
+                  f"  {resume_command(sys.argv[1:], self.run_dir / 'last.pt')}")
+            raise TrainingStopped(iteration)
+        summary = {"run_dir": str(self.run_dir), "seed": self.args.seed,
+                   "selection": "best sum of mAP@0.1..0.7 on the test set over the periodic evaluations "
+                                "(the released protocol)" if self.reference.tiou_thresholds.min() < 0.5 else
+                                "best mean mAP over the tIoU thresholds on the test set (the released protocol)",
+                   "best": self.best, "last": self.last_eval}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+        print_summary(summary)
+        return summary
+
+
+def train(args: argparse.Namespace, progress: bool = True) -> dict:
+    """One training run (spec section 5); returns the summary written to ``summary.json``.
+
+    Raises TrainingStopped after a Ctrl-C (last.pt saved) and STCLError on a non-finite loss.
+    """
+    run = TrainingRun.start_or_resume(args, progress)
+    iteration, stopped, running = run.start - 1, False, None
+    bar = tqdm(range(run.start, args.max_iter), initial=run.start, total=args.max_iter, desc="training",
+               disable=not progress)
+    with run.log:  # TensorBoard's files are closed however the run ends
+        with StopRequest() as stop:
+            for iteration in bar:
+                terms = run.step(iteration)
+                running = terms["total"] if running is None else 0.95 * running + 0.05 * terms["total"]
+                bar.set_postfix(loss=f"{running:.3f}")
+                if iteration % args.log_every == 0:
+                    run.log_losses(iteration, terms)
+                if iteration % args.interval == 0 and iteration > 0:
+                    run.evaluate_and_select(iteration, periodic=True)
+                    run.save_last(iteration)
+                if stop.requested:
+                    stopped = True
+                    break
+        bar.close()
+        return run.finish(iteration, stopped)
 
 
 def _last_good(last: Path, saved_at: Optional[int]) -> str:
@@ -255,11 +274,11 @@ def _last_good(last: Path, saved_at: Optional[int]) -> str:
             f"or start from its weights with --pretrained-ckpt {last}")
 
 
-def _average_columns(reference: Reference) -> List[str]:
-    from utils.evaluation import summarize
-
-    return [k for k in summarize(np.zeros(len(reference.tiou_thresholds)), reference.tiou_thresholds)
-            if k.startswith("avg")]
+def result_columns(reference: Reference) -> List[str]:
+    """The header of results.csv: mAP at each tIoU, their averages, cmAP, and the ``best`` mark."""
+    thresholds = reference.tiou_thresholds
+    averages = [k for k in summarize(np.zeros(len(thresholds)), thresholds) if k.startswith("avg")]
+    return ["iteration", *[f"mAP@{t:g}" for t in thresholds], *averages, "cmAP", "best"]
 
 
 def _headline(summary: Dict[str, float]) -> str:
