@@ -33,9 +33,9 @@ from tqdm import tqdm
 from model import STCLCriterion
 from options import parse_args
 from test import EvaluationResult, Reference, test
-from train import (ExemplarSource, NonFiniteLossError, build_criterion, build_model, build_optimizer, choose_device,
-                   train_step)
+from train import ExemplarSource, NonFiniteLossError, build_criterion, build_model, build_optimizer, train_step
 from utils import checkpoint as ckpt
+from utils.device import choose_device
 from utils.errors import CheckpointError, STCLError
 from utils.evaluation import format_table, summarize
 from utils.run_log import RunLog

@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from options import explicit_args, parse_args, resolve_variant
 from proposal_methods import PROPOSAL_METHODS, ambiguous_to_snippets
-from train import ExemplarSource, autocast, build_model, choose_device
+from train import ExemplarSource, build_model
 from utils import checkpoint as ckpt
+from utils.device import autocast, choose_device
 from utils.diagnosis import false_positive_breakdown, format_breakdown, per_class_ap_table, write_per_class_csv
 from utils.errors import DataError, STCLError
 from utils.evaluation import (ACTIVITYNET_TIOU, THUMOS_TIOU, SegmentTable, classification_map, detection_ap,

@@ -8,14 +8,13 @@ copy of a step is the sampled batch and the (small) exemplar index array.
 from __future__ import annotations
 
 import argparse
-import contextlib
 from typing import Dict
 
 import numpy as np
 import torch
 
 from model import STCLCriterion, STCLNet
-from utils.errors import STCLError
+from utils.device import autocast
 
 
 class NonFiniteLossError(RuntimeError):
@@ -25,15 +24,6 @@ class NonFiniteLossError(RuntimeError):
         bad = ", ".join(f"{k}={v}" for k, v in terms.items() if not np.isfinite(v))
         super().__init__(f"non-finite loss at iteration {iteration}: {bad} (all terms: {terms})")
         self.iteration, self.terms = iteration, terms
-
-
-def choose_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise STCLError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
 
 
 def build_model(args: argparse.Namespace) -> STCLNet:
@@ -80,17 +70,6 @@ class ExemplarSource:
         """An exemplar bank (C+1, D, M) for evaluation: the mean over ``draws`` draws."""
         banks = [model.exemplar_bank(self.draw(rng)) for _ in range(draws)]
         return torch.stack(banks).mean(dim=0)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on ``device`` (CUDA or CPU) when enabled, else a no-op context.
-
-    Meant for GPUs with bfloat16 tensor cores; on a CPU without native bfloat16 it is
-    slower, but it runs, so the mixed-precision path can be checked anywhere.
-    """
-    if enabled:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train_step(model: STCLNet, criterion: STCLCriterion, optimizer: torch.optim.Optimizer,

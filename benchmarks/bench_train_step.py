@@ -46,7 +46,8 @@ if str(REPO) not in sys.path:
 from benchmarks.loop_reference import LoopSTCLNet, loop_exemplar_videos  # noqa: E402
 from dataset.make_demo import make_demo_dataset  # noqa: E402
 from options import parse_args  # noqa: E402
-from train import ExemplarSource, build_criterion, build_model, build_optimizer, choose_device, train_step  # noqa: E402
+from train import ExemplarSource, build_criterion, build_model, build_optimizer, train_step  # noqa: E402
+from utils.device import choose_device  # noqa: E402
 from wsad_dataset import SampleDataset  # noqa: E402
 
 VARIANTS = ("project", "loop")
