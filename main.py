@@ -1,4 +1,4 @@
-"""Train STCL-Net (spec section 5), evaluating every ``--interval`` iterations.
+"""Train STCL-Net (docs/METHOD.md#5-objective), evaluating every ``--interval`` iterations.
 
     python main.py --path-dataset dataset/THUMOS14            # the paper's THUMOS-14 run (see train.sh)
     python main.py ... --resume runs/STCL/last.pt             # continue a killed run exactly
@@ -241,7 +241,7 @@ class TrainingRun:
 
 
 def train(args: argparse.Namespace, progress: bool = True) -> dict:
-    """One training run (spec section 5); returns the summary written to ``summary.json``.
+    """One training run (docs/METHOD.md#5-objective); returns the summary written to ``summary.json``.
 
     Raises TrainingStopped after a Ctrl-C (last.pt saved) and STCLError on a non-finite loss.
     """

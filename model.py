@@ -1,6 +1,6 @@
 """STCL-Net: the network and its training objective.
 
-Section numbers refer to ../shared/docs/STCL-NET.md. Shape letters: B videos, T snippets,
+Sections cited as ``METHOD.md#...`` are those of docs/METHOD.md. Shape letters: B videos, T snippets,
 D feature channels (RGB stream = first D/2, flow = last D/2), C action classes (C+1 with
 background, always the last column), M exemplar videos per class, N snippets of a
 resampled exemplar video.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Weights of the three CAS branches in the fused CAS (section 4).
+#: Weights of the three CAS branches in the fused CAS (docs/METHOD.md#4-outputs).
 BRANCH_WEIGHTS = (0.55, 0.36, 0.09)
 
 
@@ -109,9 +109,9 @@ class ClassifierHead(nn.Sequential):
 
 
 class CrossModalAttention(nn.Module):
-    """Actionness of one stream, gated by the other stream (section 1, from CO2-Net).
+    """Actionness of one stream, gated by the other stream (from CO2-Net, docs/METHOD.md#1-cross-modal-attention).
 
-    ``global_gate`` is the spec's g (released ``channel_conv``), ``local_gate`` its h
+    ``global_gate`` is METHOD.md's g (released ``channel_conv``), ``local_gate`` its h
     (released ``bit_wise_attn``), ``actionness`` the head that gives a.
     """
 
@@ -165,7 +165,7 @@ class CrossModalAttention(nn.Module):
 
 
 class CorrelationLayer(nn.Module):
-    """One TCL layer: dynamic correlation embedding over the snippets of a video (section 2)."""
+    """One TCL layer: dynamic correlation embedding over the snippets of a video (docs/METHOD.md#2-tcl)."""
 
     def __init__(self, width: int, key_width: int, kernel: int):
         super().__init__()
@@ -194,7 +194,7 @@ class TemporalCorrelation(nn.Module):
 
 
 class SemanticCorrelation(nn.Module):
-    """SCL: correlation of every snippet with the class exemplar bank (section 3).
+    """SCL: correlation of every snippet with the class exemplar bank (docs/METHOD.md#3-scl).
 
     The released code loops over the C+1 classes and the batch; here the whole thing is
     two einsums. The per-class context ``r_a`` (C+1, B, D, T) is never materialised: the
@@ -225,13 +225,13 @@ class SemanticCorrelation(nn.Module):
 
 
 class STCLNet(nn.Module):
-    """STCL-Net (sections 1-4 and 6).
+    """STCL-Net (docs/METHOD.md#1-cross-modal-attention to ``#4-outputs``, and ``#6-activitynet``).
 
     Args:
         feature_size: D, even; widths scale with it (stream D/2, keys and attention hidden D/4).
         num_class: C, without background.
         dropout: dropout of the fusion layer and the classifier heads (0.7).
-        variant: ``"thumos"`` or ``"activitynet"`` (section 6: cls_intra reads TCL layer 1,
+        variant: ``"thumos"`` or ``"activitynet"`` (METHOD.md#6-activitynet: cls_intra reads TCL layer 1,
             and the scores are smoothed by an average pool of width ``smooth_kernel``).
         max_seqlen, t: set the ActivityNet smoothing width ``(max_seqlen // t) // 2 * 2 + 1``.
     """
@@ -289,7 +289,7 @@ class STCLNet(nn.Module):
                           fusion=keep((v, self.feature_size, n), self.fusion[2]))
 
     def exemplar_bank(self, exemplar_videos: Tensor) -> Tensor:
-        """SCL exemplar extraction (section 3, steps 2-5).
+        """SCL exemplar extraction (docs/METHOD.md#3-scl, steps 2-5).
 
         exemplar_videos: (C, M, N, D) snippet features of M training videos per class.
         Returns the exemplar bank E: (C+1, D, M), background set last.
@@ -315,7 +315,7 @@ class STCLNet(nn.Module):
         return self.bank_from_snippets(picked, c, m)
 
     def exemplar_snippets(self, xe: Tensor, ae: Tensor, m: int) -> Tensor:
-        """Which snippets make each exemplar (section 3, steps 3-4).
+        """Which snippets make each exemplar (docs/METHOD.md#3-scl, steps 3-4).
 
         xe: (C*M, D, N) fused features and ae: (C*M, 1, N) actionness of M videos per class.
         Returns (C*M, 2k), k = max(1, N//10): the top-k snippets of each video by the
@@ -348,7 +348,7 @@ class STCLNet(nn.Module):
 
     @staticmethod
     def bank_from_snippets(picked: Tensor, c: int, m: int) -> Tensor:
-        """Section 3, steps 4-5: (C*M, D, 2k) picked features -> the bank (C+1, D, M).
+        """docs/METHOD.md#3-scl, steps 4-5: (C*M, D, 2k) picked features -> the bank (C+1, D, M).
 
         The first k columns of each video are its foreground snippets, the last k its
         background snippets; the background set is the mean over classes.
@@ -398,7 +398,7 @@ class STCLNet(nn.Module):
 
 
 # ======================================================================================
-# Training objective (section 5)
+# Training objective (docs/METHOD.md#5-objective)
 # ======================================================================================
 
 def topk_mil(scores: Tensor, labels: Tensor, with_background: bool, r: float) -> Tensor:
@@ -507,7 +507,7 @@ def nce(q: Tensor, k: Tensor, negatives: Tensor, temperature: float = 0.07) -> T
 
 
 def snippet_contrast(feat: Tensor, attn: Tensor, keep_mask: Optional[Tensor] = None) -> Tensor:
-    """Hard/easy snippet contrast of CoLA (section 5, L_snippet).
+    """Hard/easy snippet contrast of CoLA (docs/METHOD.md#5-objective, ``snippet``).
 
     feat: (B, T, D); attn: (B, T, 1); keep_mask: (B, T) of 0/1, the easy-snippet dropout
     mask (keep probability 0.4); drawn from torch's generator when not given.
@@ -532,7 +532,7 @@ def snippet_contrast(feat: Tensor, attn: Tensor, keep_mask: Optional[Tensor] = N
 
 
 class STCLCriterion(nn.Module):
-    """The training objective of section 5; returns a dict of weighted, named terms.
+    """The training objective of docs/METHOD.md#5-objective; returns a dict of weighted, named terms.
 
     Terms: mil, branch, kl, co, mutual, norm, guide, snippet, and their sum ``total``.
     ``weights`` holds each term's weight (alpha1..4, the KL weight).

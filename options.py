@@ -3,7 +3,7 @@
 One parser serves ``main.py`` (training) and ``test.py`` (evaluation). The flags of the
 released implementation keep their names and spellings (``--weight_decay``,
 ``--gamma-oic`` ...) so that published command lines run unchanged; the defaults are the
-THUMOS-14 configuration of ../shared/docs/STCL-NET.md (section 5).
+THUMOS-14 configuration of docs/METHOD.md#5-objective.
 
 Nothing is parsed at import time: call :func:`parse_args` from an entry point.
 """
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = p.add_argument_group("model")
     model.add_argument("--use-model", default="STCL_THU", choices=sorted(VARIANTS),
-                       help="STCL_THU (THUMOS-14) or STCL_ACT (ActivityNet variant, spec section 6)")
+                       help="STCL_THU (THUMOS-14) or STCL_ACT (ActivityNet variant, docs/METHOD.md#6-activitynet)")
     model.add_argument("--AWM", default="BWA_fusion_dropout_feat_v2", choices=["BWA_fusion_dropout_feat_v2"],
                        help="cross-modal attention module; the released code has only this one for STCL-Net")
     model.add_argument("--dropout_ratio", type=float, default=0.7, help="dropout of the fusion layer and classifier heads")
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     post = p.add_argument_group("proposals and evaluation")
     post.add_argument("--proposal_method", default="multiple_threshold_hamnet", choices=["multiple_threshold_hamnet"],
-                      help="how scores become detections (spec section 7)")
+                      help="how scores become detections (docs/METHOD.md#7-proposals)")
     post.add_argument("--gamma-oic", type=float, default=0.2, help="weight of the video score in a proposal's score")
     post.add_argument("--feature_fps", type=float, default=25,
                       help="frames per second of the features; a snippet is 16 frames (seconds = snippets * 16 / fps)")

@@ -1,4 +1,4 @@
-"""From per-snippet scores to detections (spec section 7); pure functions on numpy arrays.
+"""From per-snippet scores to detections (docs/METHOD.md#7-proposals); pure functions on numpy arrays.
 
 Everything is in snippet units: a proposal [start, end) covers snippets start..end-1;
 multiply by 16/25 for seconds. Select a method by name with `PROPOSAL_METHODS`.

@@ -58,7 +58,7 @@ class Reference:
 
     @classmethod
     def from_dataset(cls, dataset, variant: str = "thumos", feature_fps: float = 25) -> "Reference":
-        """Test videos of ``dataset``; ground truth of every test-subset video (spec sections 6, 8)."""
+        """Test videos of ``dataset``; ground truth of every test-subset video (docs/METHOD.md#6-activitynet, ``#8-detection-map``)."""
         names = [dataset.video_names[i] for i in dataset.test_index]
         position = {v: p for p, v in enumerate(dataset.test_index)}
         # Ground truth covers the whole test subset, so instances of videos dropped from
@@ -103,7 +103,7 @@ class EvaluationResult:
 
     @property
     def selection_score(self) -> float:
-        """THUMOS: sum of mAP@0.1..0.7; ActivityNet: mean over its thresholds (spec section 5)."""
+        """THUMOS: sum of mAP@0.1..0.7; ActivityNet: mean over its thresholds (docs/METHOD.md#5-objective)."""
         if self.tiou_thresholds.min() < 0.5:
             return float(sum(self.summary[f"mAP@{t:g}"] for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)))
         return float(np.mean([self.summary[f"mAP@{t:g}"] for t in self.tiou_thresholds]))
@@ -145,7 +145,7 @@ def run_network(model, dataset, source: ExemplarSource, device: torch.device, *,
 
 def evaluate(outputs: Outputs, reference: Reference, *, proposal_method: str = "multiple_threshold_hamnet",
              gamma: float = 0.2, classification_topk: int = 1) -> EvaluationResult:
-    """Detections of every video (section 7) and detection / classification mAP (section 8)."""
+    """Detections of every video (docs/METHOD.md#7-proposals) and detection / classification mAP (``#8-detection-map``)."""
     missing = [n for n in reference.video_names if n not in outputs]
     if missing:
         raise DataError(f"no scores for {len(missing)} test videos, e.g. {missing[:3]}")

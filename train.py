@@ -48,7 +48,7 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
 
 
 class ExemplarSource:
-    """Where SCL exemplar videos come from (section 3, step 1).
+    """Where SCL exemplar videos come from (docs/METHOD.md#3-scl, step 1).
 
     Args:
         dataset: a :class:`wsad_dataset.SampleDataset`; its ``train_snippets`` (sum T, D)

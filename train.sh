@@ -21,7 +21,7 @@ case "${1:-}" in
     ;;
   --activitynet)
     shift
-    # The released ActivityNet entry point does not run as published (spec section 6); these are
+    # The released ActivityNet entry point does not run as published (docs/METHOD.md#6-activitynet); these are
     # the settings of the paper's ActivityNet 1.2 model. For ActivityNet 1.3 use
     # --dataset-name ActivityNet1.3 --num-class 200.
     exec python3 main.py --path-dataset dataset/ActivityNet1.2 --dataset-name ActivityNet1.2 --num-class 100 \

@@ -1,6 +1,6 @@
 """Reading and validating the features and annotations; samplers; the exemplar source.
 
-The layout is the one of the CO2-Net / STCL-Net release (spec section 10)::
+The layout is the one of the CO2-Net / STCL-Net release (docs/METHOD.md#10-data-layout)::
 
     <path-dataset>/<name>-I3D-JOINTFeatures.npy    object array of (T_i, D) float arrays
     <path-dataset>/<name>-Annotations/
@@ -52,7 +52,7 @@ ACTIVITYNET_SPLIT = _Split("training", "validation", 11, frozenset({"training", 
 # ----------------------------------------------------------------------------- samplers
 
 def random_perturb(length: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Random-perturb sampling of a video of `length` snippets down or up to `n` (spec 5).
+    """Random-perturb sampling of a video of `length` snippets down or up to `n` (docs/METHOD.md#5-objective).
 
     With f_i = (i * length) // n: index i is drawn uniformly from f_i .. f_(i+1) inclusive
     (neighbouring bins share their boundary), the last from f_(n-1) .. length - 1.
@@ -355,7 +355,7 @@ class SampleDataset:
             both without the videos of fewer than `min_snippets` snippets).
         class_train_index: (C,) list of int64 arrays, the exemplar pools: training-subset
             videos labelled with class c whose features are not all zero, before the
-            short-video drop (spec section 6). Training pairs are drawn from them too.
+            short-video drop (docs/METHOD.md#6-activitynet). Training pairs are drawn from them too.
         train_videos: (V_train,) int64, every video of the training subset, in order.
         evaluation_index: int64, every video of the test subset, short ones included: the
             detection ground truth covers them all (their instances count as misses).
@@ -437,7 +437,7 @@ class SampleDataset:
         return len(self.test_index)
 
     def load_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One training batch (spec section 5).
+        """One training batch (docs/METHOD.md#5-objective).
 
         `num_similar` classes drawn with replacement, two distinct videos of each at
         positions (2i, 2i+1), then batch_size - 2 * num_similar training videos drawn with
@@ -458,7 +458,7 @@ class SampleDataset:
         return np.concatenate([rng.choice(self.class_train_index[c], size=2, replace=False) for c in classes])
 
     def exemplar_indices(self, m: int, rng: np.random.Generator) -> np.ndarray:
-        """Rows of `train_snippets` for the SCL exemplar draw (spec section 3): (C, M, N) int64.
+        """Rows of `train_snippets` for the SCL exemplar draw (docs/METHOD.md#3-scl): (C, M, N) int64.
 
         Per class, M distinct videos of its pool (with replacement, and a warning once per
         class, when the pool holds fewer than M), each resampled by random-perturb to N.

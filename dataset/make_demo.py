@@ -72,7 +72,7 @@ class _Style:
 
 def make_demo_dataset(out_dir=DEFAULT_OUT, *, num_train=40, num_test=30, num_class=5, feature_size=64,
                       difficulty=0.5, seed=0, dataset_name=DEFAULT_NAME) -> Path:
-    """Write a synthetic dataset to `out_dir` in the layout of spec section 10 and return `out_dir`.
+    """Write a synthetic dataset to `out_dir` in the layout of docs/METHOD.md#10-data-layout and return `out_dir`.
 
     `num_train` videos form the 'validation' (training) subset and `num_test` the 'test'
     subset. The same seed gives the same files. A previous demo of the same name in
@@ -217,7 +217,7 @@ def _object_array(items: list) -> np.ndarray:
 
 def _write_layout(root: Path, dataset_name: str, class_names: list[str], videos: list[_Video],
                   features: list[np.ndarray], ambiguous: list[str]) -> None:
-    """The files of spec section 10, with the dtypes of the released THUMOS-14 annotations."""
+    """The files of docs/METHOD.md#10-data-layout, with the dtypes of the released THUMOS-14 annotations."""
     folder = root / f"{dataset_name}{ANNOTATIONS_SUFFIX}"
     folder.mkdir()
     arrays = {

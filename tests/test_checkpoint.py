@@ -87,7 +87,7 @@ def test_scaled_table_is_the_released_table_at_full_size():
     assert released_shapes(2048, 20) == RELEASED_SHAPES
     activitynet = released_shapes(2048, 100)
     assert activitynet["classifier.4.weight"] == (101, 2048, 1)
-    assert sum(math.prod(s) for s in activitynet.values()) == 103_933_234  # spec, top of the page
+    assert sum(math.prod(s) for s in activitynet.values()) == 103_933_234  # docs/METHOD.md, 'Widths'
 
 
 def test_small_table_has_the_model_shapes():

@@ -1,4 +1,4 @@
-"""The model computes the released STCL_THU's function (spec section 11)."""
+"""The model computes the released STCL_THU's function (docs/METHOD.md#11-golden-outputs)."""
 import math
 import zlib
 
@@ -40,7 +40,7 @@ RELEASED_SHAPES.update({
 
 
 def golden_state_dict():
-    """Weights re-created with the recipe of spec section 11."""
+    """Weights re-created with the recipe of docs/METHOD.md#11-golden-outputs."""
     state = {}
     for key, shape in RELEASED_SHAPES.items():
         g = torch.Generator().manual_seed(zlib.crc32(key.encode()))

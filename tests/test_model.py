@@ -67,7 +67,7 @@ def test_tcl_layer_by_hand():
 
 
 def loop_exemplar_bank(model, videos):
-    """Section 3 steps 2-5, one exemplar video at a time."""
+    """docs/METHOD.md#3-scl steps 2-5, one exemplar video at a time."""
     c, m, n, d = videos.shape
     fg = torch.zeros(c, d, m)
     bg = torch.zeros(c, d, m)
@@ -84,7 +84,7 @@ def loop_exemplar_bank(model, videos):
 
 
 def loop_scl(scl, x, bank):
-    """Section 3 'Correlation with the exemplars', a loop over classes and videos."""
+    """docs/METHOD.md#3-scl 'Correlation', a loop over classes and videos."""
     outs = []
     for b in range(x.shape[0]):
         xb = x[b:b + 1]

@@ -1,4 +1,4 @@
-"""Each term of the training objective (section 5) on a hand-worked example."""
+"""Each term of the training objective (docs/METHOD.md#5-objective) on a hand-worked example."""
 import math
 
 import numpy as np

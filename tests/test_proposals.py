@@ -1,4 +1,4 @@
-"""Scores to detections (proposal_methods.py, spec section 7) on hand-built score sequences."""
+"""Scores to detections (proposal_methods.py, docs/METHOD.md#7-proposals) on hand-built score sequences."""
 import math
 
 import numpy as np

@@ -1,10 +1,10 @@
-"""Section by section of ../shared/docs/STCL-NET.md, the model loaded from a released state
-dict computes what the spec's formulas compute on the same raw weights.
+"""Section by section of docs/METHOD.md, the model loaded from a released state
+dict computes what the formulas of docs/METHOD.md compute on the same raw weights.
 
-The reference below is written from the spec alone: torch.nn.functional on the tensors of
+The reference below is written from docs/METHOD.md alone: torch.nn.functional on the tensors of
 the released state dict, addressed by their released names (bit_wise_attn = h,
 channel_conv = g, intra_temp_conv* = TCL, inter_* = SCL, clswise_atn_conv = w), with the
-SCL classes looped over as the spec states them. Nothing here calls the model's
+SCL classes looped over as docs/METHOD.md states them. Nothing here calls the model's
 submodules; eval mode, so every dropout is the identity. D = 16, C = 3.
 """
 import pytest
@@ -19,7 +19,7 @@ D, C, M, N, B, T = 16, 3, 3, 20, 2, 12
 ATOL = 1e-5
 
 
-# -- the spec's formulas on the raw released weights ----------------------------------------
+# -- the formulas of docs/METHOD.md on the raw released weights ----------------------------
 
 def lrelu(z):
     return F.leaky_relu(z, 0.2)
@@ -32,7 +32,7 @@ def conv(w, name, z):
 
 
 def attend(w, stream, main, other):
-    """Section 1: main, other (B, D/2, T) -> a (B, 1, T), filtered (B, D/2, T)."""
+    """docs/METHOD.md#1-cross-modal-attention: main, other (B, D/2, T) -> a (B, 1, T), filtered (B, D/2, T)."""
     g = lrelu(conv(w, f"{stream}.channel_conv.0", main.mean(dim=2, keepdim=True)))
     h = lrelu(conv(w, f"{stream}.bit_wise_attn.0", other))
     filtered = torch.sigmoid(h * g) * main
@@ -41,7 +41,7 @@ def attend(w, stream, main, other):
 
 
 def embed(w, features):
-    """Section 1: features (B, T, D) -> x (B, D, T), attn, a_rgb, a_flow (B, 1, T)."""
+    """docs/METHOD.md#1-cross-modal-attention: features (B, T, D) -> x (B, D, T), attn, a_rgb, a_flow (B, 1, T)."""
     rgb, flow = features[..., : D // 2].transpose(1, 2), features[..., D // 2:].transpose(1, 2)
     a_rgb, filtered_rgb = attend(w, "vAttn", rgb, flow)
     a_flow, filtered_flow = attend(w, "fAttn", flow, rgb)
@@ -55,7 +55,7 @@ def head(w, name, z):
 
 
 def tcl_layer(w, layer, z):
-    """Section 2, layer 1 or 2: (B, D, T) -> (B, D, T)."""
+    """docs/METHOD.md#2-tcl, layer 1 or 2: (B, D, T) -> (B, D, T)."""
     k = conv(w, f"intra_temp_conv{layer}_k", z)
     v = conv(w, f"intra_temp_conv{layer}_v", z)
     s = F.cosine_similarity(k[:, :, :, None], k[:, :, None, :], dim=1)  # S[b, i, j]
@@ -64,7 +64,7 @@ def tcl_layer(w, layer, z):
 
 
 def exemplar_bank(w, videos):
-    """Section 3, steps 2-5: videos (C, M, N, D) -> E (C+1, D, M)."""
+    """docs/METHOD.md#3-scl, steps 2-5: videos (C, M, N, D) -> E (C+1, D, M)."""
     xe, ae, _, _ = embed(w, videos.reshape(C * M, N, D))
     ce = head(w, "classifier", xe).transpose(1, 2)  # (C*M, N, C+1)
     low = ce.min(dim=2, keepdim=True).values
@@ -82,7 +82,7 @@ def exemplar_bank(w, videos):
 
 
 def scl(w, x, bank):
-    """Section 3, correlation: x (B, D, T), E (C+1, D, M) -> ReLU(cat(u, r)) (B, 2D, T)."""
+    """docs/METHOD.md#3-scl, correlation: x (B, D, T), E (C+1, D, M) -> ReLU(cat(u, r)) (B, 2D, T)."""
     q, u = conv(w, "inter_vid_conv1_k", x), conv(w, "inter_vid_conv1_v", x)
     contexts, class_weights = [], []
     for a in range(C + 1):
@@ -98,7 +98,7 @@ def scl(w, x, bank):
 
 
 def smooth(s, kernel):
-    """Section 6: AvgPool1d(K, stride 1, padding K // 2, count_include_pad=True)."""
+    """docs/METHOD.md#6-activitynet: AvgPool1d(K, stride 1, padding K // 2, count_include_pad=True)."""
     return F.avg_pool1d(s, kernel, stride=1, padding=kernel // 2, count_include_pad=True)
 
 
@@ -131,7 +131,7 @@ def assert_close(actual, expected):
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
 
 
-# -- section 1: cross-modal attention and fusion --------------------------------------------
+# -- docs/METHOD.md#1-cross-modal-attention: cross-modal attention and fusion -------------------------
 
 @torch.no_grad()
 def test_section1_cross_modal_attention_of_each_stream(model, weights, inputs):
@@ -153,7 +153,7 @@ def test_section1_fused_feature_and_attention(model, weights, inputs):
         assert_close(actual, expected)
 
 
-# -- section 2: TCL ----------------------------------------------------------------------------
+# -- docs/METHOD.md#2-tcl: TCL -------------------------------------------------------------------
 
 @torch.no_grad()
 def test_section2_tcl_layers(model, weights, inputs):
@@ -165,7 +165,7 @@ def test_section2_tcl_layers(model, weights, inputs):
     assert (layer2 > 0).float().mean() > 0.2  # the ReLU passes a good share
 
 
-# -- section 3: SCL --------------------------------------------------------------------------
+# -- docs/METHOD.md#3-scl: SCL -----------------------------------------------------------------
 
 @torch.no_grad()
 def test_section3_exemplar_bank(model, weights, inputs):
@@ -183,7 +183,7 @@ def test_section3_scl_output(model, weights, inputs):
     assert_close(model.scl(x, bank), scl(weights, x, bank))
 
 
-# -- section 4: outputs ----------------------------------------------------------------------
+# -- docs/METHOD.md#4-outputs: outputs ---------------------------------------------------------
 
 @torch.no_grad()
 def test_section4_every_cas_and_attention(model, weights, inputs):
@@ -201,7 +201,7 @@ def test_section4_every_cas_and_attention(model, weights, inputs):
     assert out["cas"].shape == (B, T, C + 1)
 
 
-# -- section 6: the ActivityNet variant ------------------------------------------------------
+# -- docs/METHOD.md#6-activitynet: the ActivityNet variant -----------------------------------
 
 @torch.no_grad()
 def test_section6_activitynet_reads_tcl_layer1_and_smooths_after_the_heads(weights, inputs):

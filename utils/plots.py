@@ -32,7 +32,7 @@ class LearningCurves:
 
     eval_iteration: (E,) iterations of the evaluations.
     map_curves: label -> (E,) mAP in percent; the chosen thresholds, then their average
-        (the last entry), which is the checkpoint-selection score of section 5.
+        (the last entry), which is the checkpoint-selection score of docs/METHOD.md#5-objective.
     best_iteration: the evaluation main.py selected (its ``best`` column), else the one with
         the highest average (the first on ties), or None.
     loss_iteration: (L,) logged iterations.

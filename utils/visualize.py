@@ -82,7 +82,7 @@ class CasDirectory:
 
 
 def video_score(cas: np.ndarray, attn: np.ndarray) -> np.ndarray:
-    """Section 7 step 1: softmax over C+1 of the mean of the top max(1, T // 10) values of
+    """docs/METHOD.md#7-proposals step 1: softmax over C+1 of the mean of the top max(1, T // 10) values of
     each column of cas * attn, background dropped. cas (T, C+1), attn (T, 1) -> (C,)."""
     s = cas * attn.reshape(-1, 1)
     return video_class_scores(s, k=max(1, len(s) // 10))
