@@ -126,7 +126,8 @@ def multiple_threshold_hamnet(cas, attn, video: int, *, act_thresholds=ACT_THRES
     outer-inner contrast of s[:, c] (s = cas * attn) plus gamma * v[c]. Per class, the
     proposals of all thresholds are pooled and ordered by Gaussian soft-NMS; then, if
     `ambiguous` (video index -> (K, 2) snippet intervals) is given, detections sharing a
-    snippet with an ambiguous interval of this video are dropped (`filter_ambiguous`). Rows come by class, then soft-NMS order.
+    snippet with an ambiguous interval of this video are dropped (`filter_ambiguous`). Rows come by
+    class, then soft-NMS order.
     """
     cas = np.asarray(cas, np.float64)
     attn = np.asarray(attn, np.float64).reshape(-1)

@@ -58,7 +58,10 @@ class Reference:
 
     @classmethod
     def from_dataset(cls, dataset, variant: str = "thumos", feature_fps: float = 25) -> "Reference":
-        """Test videos of ``dataset``; ground truth of every test-subset video (docs/METHOD.md#6-activitynet, ``#8-detection-map``)."""
+        """Test videos of ``dataset``; ground truth of every test-subset video.
+
+        See docs/METHOD.md#6-activitynet and ``#8-detection-map``.
+        """
         names = [dataset.video_names[i] for i in dataset.test_index]
         position = {v: p for p, v in enumerate(dataset.test_index)}
         # Ground truth covers the whole test subset, so instances of videos dropped from
@@ -145,7 +148,8 @@ def run_network(model, dataset, source: ExemplarSource, device: torch.device, *,
 
 def evaluate(outputs: Outputs, reference: Reference, *, proposal_method: str = "multiple_threshold_hamnet",
              gamma: float = 0.2, classification_topk: int = 1) -> EvaluationResult:
-    """Detections of every video (docs/METHOD.md#7-proposals) and detection / classification mAP (``#8-detection-map``)."""
+    """Detections of every video (docs/METHOD.md#7-proposals) and detection and classification mAP
+    (``#8-detection-map``)."""
     missing = [n for n in reference.video_names if n not in outputs]
     if missing:
         raise DataError(f"no scores for {len(missing)} test videos, e.g. {missing[:3]}")
@@ -302,7 +306,8 @@ def load_for_test(argv) -> Tuple[argparse.Namespace, torch.nn.Module, dict]:
     args = resolve_variant(args)
     model = build_model(args)
     ckpt.load_weights(model, state, args.pretrained_ckpt)
-    info = {"checkpoint": str(args.pretrained_ckpt), "iteration": raw.get("iteration") if isinstance(raw, dict) else None}
+    info = {"checkpoint": str(args.pretrained_ckpt),
+            "iteration": raw.get("iteration") if isinstance(raw, dict) else None}
     return args, model, info
 
 

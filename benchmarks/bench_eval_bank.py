@@ -49,7 +49,8 @@ def thumos_test_lengths() -> tuple[np.ndarray, str]:
     if ANNOTATIONS.is_dir():
         subset = np.load(ANNOTATIONS / "subset.npy")
         duration = np.load(ANNOTATIONS / "duration.npy").reshape(-1)[subset == b"test"]
-        return np.array([round(d * 25 / 16) for d in duration], dtype=np.int64), f"real THUMOS-14 test lengths ({ANNOTATIONS})"
+        lengths = np.array([round(d * 25 / 16) for d in duration], dtype=np.int64)
+        return lengths, f"real THUMOS-14 test lengths ({ANNOTATIONS})"
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(np.log(250), 0.7, NUM_TEST_VIDEOS), 24, 2600).round().astype(np.int64)
     return lengths, f"synthetic lengths ({ANNOTATIONS} not found)"
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--seqlen", type=int, default=500, help="N, snippets of each exemplar video (THUMOS: 500)")
     parser.add_argument("--videos", type=int, default=None,
-                        help="test videos run with the cached bank (spread over the lengths); default 6 on CPU, 212 on CUDA")
+                        help="test videos run with the cached bank (spread over the lengths); "
+                             "default 6 on CPU, 212 on CUDA")
     parser.add_argument("--resample-videos", type=int, default=None,
                         help="of those, how many are also run with per-video resampling; default 1 on CPU, all on CUDA")
     return parser

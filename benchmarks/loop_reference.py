@@ -74,7 +74,7 @@ def loop_exemplar_videos(dataset, m: int, rng: np.random.Generator, device: torc
     dataset: a ``wsad_dataset.SampleDataset`` (its class pools, per-video features, N).
     """
     videos = []
-    for c, pool in enumerate(dataset.class_train_index):
+    for pool in dataset.class_train_index:
         for video in rng.choice(pool, size=m, replace=len(pool) < m):
             features = dataset.features[video]  # (T_i, D)
             videos.append(features[random_perturb(len(features), dataset.max_seqlen, rng)])

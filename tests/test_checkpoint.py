@@ -185,7 +185,8 @@ def test_activitynet_checkpoint_with_num_class_20_fails_with_one_message(tmp_pat
     message = error_of(["--pretrained-ckpt", str(path), "--num-class", "20"])
     assert message.startswith(f"checkpoint {path} does not fit the model (--feature-size {D}, --num-class 20)")
     assert "wrong shape (6)" in message
-    assert f"cls_base.4.weight [released: classifier.4.weight]: checkpoint (101, {D}, 1) vs model (21, {D}, 1)" in message
+    assert (f"cls_base.4.weight [released: classifier.4.weight]: checkpoint (101, {D}, 1) vs model (21, {D}, 1)"
+            in message)
     assert "cls_intra.4.bias [released: intra_temp_classifier.4.bias]: checkpoint (101,) vs model (21,)" in message
     assert message.endswith(f"the checkpoint was trained with --feature-size {D} --num-class 100")
     assert "missing" not in message and "unexpected" not in message

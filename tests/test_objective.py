@@ -93,7 +93,9 @@ def test_morphology_matches_scipy(seed):
 
 
 def _nce_by_hand(q, k, negatives, temperature=0.07):
-    unit = lambda v: np.asarray(v, float) / np.linalg.norm(v)
+    def unit(v):
+        return np.asarray(v, float) / np.linalg.norm(v)
+
     logits = np.array([unit(q) @ unit(k)] + [unit(q) @ unit(n) for n in negatives]) / temperature
     return -(logits[0] - np.log(np.exp(logits).sum()))
 

@@ -178,7 +178,8 @@ def model_state_of(obj, path) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is neither a project checkpoint nor a released STCL-Net state dict")
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"checkpoint {path}: these weights are not tensors: {', '.join(map(str, not_tensors[:10]))}")
+        names = ", ".join(map(str, not_tensors[:10]))
+        raise CheckpointError(f"checkpoint {path}: these weights are not tensors: {names}")
     return state
 
 

@@ -1,4 +1,5 @@
-"""Detection and classification mAP (docs/METHOD.md#7-proposals, ``#8-detection-map``); numpy only, no torch, no options.
+"""Detection and classification mAP (docs/METHOD.md#8-detection-map, ``#7-proposals``); numpy only, no torch,
+no options.
 
 Every mAP here is a fraction in [0, 1]; only `summarize` reports percent.
 Segments are in snippet units (one snippet = 16 frames at 25 fps, so seconds = snippets *
