@@ -22,6 +22,7 @@ import random
 import shlex
 import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
@@ -96,18 +97,25 @@ def resume_command(argv: List[str], last: Path) -> str:
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) asks the loop to stop after the current step; a second one aborts."""
+    """Ctrl-C (SIGINT) asks the loop to stop after the current step; a second one aborts.
+
+    Only the main thread can handle signals; in another thread (a Ray Tune trial of
+    sweep.py) nothing is installed and the caller's own Ctrl-C handling applies.
+    """
 
     def __init__(self):
         self.requested = False
-        self._previous = signal.getsignal(signal.SIGINT)
+        self._installed = threading.current_thread() is threading.main_thread()
+        self._previous = signal.getsignal(signal.SIGINT) if self._installed else None
 
     def __enter__(self):
-        signal.signal(signal.SIGINT, self._handle)
+        if self._installed:
+            signal.signal(signal.SIGINT, self._handle)
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
 
     def _handle(self, signum, frame):
         if self.requested:

@@ -1,0 +1,205 @@
+"""sweep.py: grids, trials on Ray Tune, a killed sweep continued, aggregation (issue 18).
+
+One Ray sweep is run for the whole module (Ray's start-up is slow on a loaded 2-core machine):
+it is killed after one trial finished and the other saved a last.pt, then run again.
+"""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import main as main_module
+import sweep
+from dataset.make_demo import make_demo_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--num-exemplars", "4", "--device", "cpu",
+        "--max-iter", "31", "--interval", "10"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    make_demo_dataset(root / "demo", num_train=24, num_test=12, num_class=3, feature_size=32, seed=1, difficulty=0.0)
+    return root
+
+
+def _session_pids(sid: int):
+    """Processes of session ``sid`` (the sweep and the Ray processes it started)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while _session_pids(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    for pid in _session_pids(proc.pid):  # Ray workers outlive the raylet for a moment at most
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def swept(demo):
+    """A 2-trial sweep (lr=1e-3, seeds 1 and 2), SIGKILLed once one trial finished and the other
+    had saved a last.pt, then run again to the end. Returns (argv, run dirs, mtimes, log)."""
+    pytest.importorskip("ray")
+    argv = ["sweep.py", "--grid", "lr=1e-3", "--seeds", "1,2", "--num-cpus", "2", "--max-concurrent", "1",
+            "--path-dataset", str(demo / "demo"), *DEMO, "--output-dir", str(demo / "runs"), "--model-name", "t"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+    runs = [demo / "runs" / "t_lr=0.001_seed1", demo / "runs" / "t_lr=0.001_seed2"]
+    with (demo / "first.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline, killed = time.time() + 300, None
+            while time.time() < deadline and proc.poll() is None:
+                done = [r for r in runs if (r / "summary.json").is_file()]
+                midway = [r for r in runs if (r / "last.pt").is_file() and not (r / "summary.json").is_file()]
+                if done and midway:
+                    killed = (done[0], midway[0])
+                    break
+                time.sleep(0.05)
+        finally:
+            _kill_session(proc)
+    assert killed, "the sweep was not caught with one trial finished and one midway:\n" + \
+        (demo / "first.log").read_text()[-3000:]
+    finished, midway = killed
+    mtimes = {name: (finished / name).stat().st_mtime_ns for name in ("summary.json", "best.pt", "results.csv")}
+    second = subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    return argv, finished, midway, mtimes, second.stdout + second.stderr
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_killed_sweep_continues_without_rerunning_finished_trials(swept):
+    _, finished, midway, mtimes, log = swept
+    assert f"{finished.name}: finished earlier (summary.json), not rerun" in log
+    for name, mtime in mtimes.items():
+        assert (finished / name).stat().st_mtime_ns == mtime, f"{finished.name}/{name} was rewritten"
+    assert f"resuming {midway} after iteration" in log
+    assert (midway / "summary.json").is_file()
+    assert [int(r["iteration"]) for r in read_csv(midway / "results.csv")] == [10, 20, 30]
+
+
+def test_each_trial_equals_the_same_run_made_alone(swept, demo):
+    argv, finished, midway, _, _ = swept
+    for run in (finished, midway):
+        seed = run.name.rsplit("seed", 1)[1]
+        alone = ["--path-dataset", str(demo / "demo"), *DEMO, "--lr", "1e-3", "--seed", seed,
+                 "--output-dir", str(demo / "alone"), "--model-name", run.name]
+        assert main_module.main(alone) == 0
+        a = json.loads((demo / "alone" / run.name / "summary.json").read_text())
+        b = json.loads((run / "summary.json").read_text())
+        assert (a["best"], a["last"], a["selection"]) == (b["best"], b["last"], b["selection"]), run.name
+        assert read_csv(demo / "alone" / run.name / "results.csv") == read_csv(run / "results.csv")
+
+
+def test_aggregated_mean_and_std_are_those_of_the_trials(swept, demo):
+    _, finished, midway, _, log = swept
+    trials = {json.loads((r / "summary.json").read_text())["seed"]: json.loads((r / "summary.json").read_text())
+              for r in (finished, midway)}
+    result = json.loads((demo / "runs" / "t_sweep.json").read_text())
+    assert result["best_configuration"] == "lr=0.001" and result["select_on"] == "test"
+    (group,) = result["configurations"]
+    assert group["seeds"] == [1, 2]
+    for which in ("best", "last"):
+        for key, stats in group[which].items():
+            values = np.array([trials[s][which]["summary"][key] for s in (1, 2)])
+            assert stats["values"] == values.tolist()
+            assert stats["mean"] == pytest.approx(values.mean(), abs=1e-12)
+            assert stats["std"] == pytest.approx(values.std(ddof=1), abs=1e-12)
+    rows = read_csv(demo / "runs" / "t_sweep.csv")
+    assert [(r["configuration"], r["checkpoint"]) for r in rows] == [("lr=0.001", "selected"), ("lr=0.001", "last")]
+    assert float(rows[0]["mAP@0.5 mean"]) == pytest.approx(group["best"]["mAP@0.5"]["mean"])
+    assert "best configuration: lr=0.001" in log and "--select-on test" in log
+
+
+# ----------------------------------------------------------------------------- without Ray
+
+def _summary(seed, score, value, select_on="test"):
+    return {"seed": seed, "select_on": select_on, "selection": "rule", "best": {"score": score, "iteration": 10,
+            "summary": {"mAP@0.5": value, "cmAP": 2 * value}}, "last": {"iteration": 20,
+            "summary": {"mAP@0.5": value - 1, "cmAP": 0.0}}}
+
+
+def test_aggregate_and_choose_configuration_by_mean_score():
+    trials = [{"config": {"lr": lr}, "seed": s, "run_dir": f"r{lr}{s}"} for lr in (1e-3, 5e-4) for s in (0, 1, 2)]
+    summaries = [_summary(0, 10, 1.0), _summary(1, 30, 2.0), _summary(2, 20, 6.0),  # lr=1e-3: mean score 20
+                 _summary(0, 25, 0.0), _summary(1, 19, 0.0), _summary(2, 19, 0.0)]  # lr=5e-4: mean score 21
+    groups = sweep.aggregate(trials, summaries)
+    assert [g["label"] for g in groups] == ["lr=0.001", "lr=0.0005"]
+    assert groups[0]["best"]["mAP@0.5"]["mean"] == pytest.approx(3.0)
+    assert groups[0]["best"]["mAP@0.5"]["std"] == pytest.approx(np.std([1.0, 2.0, 6.0], ddof=1))
+    assert groups[0]["last"]["mAP@0.5"]["values"] == [0.0, 1.0, 5.0]
+    assert groups[0]["best"]["cmAP"]["mean"] == pytest.approx(6.0)
+    chosen = sweep.choose_configuration(groups)
+    assert chosen["label"] == "lr=0.0005"  # the higher mean selection score, not the higher mAP@0.5
+    table = sweep.sweep_table(groups, chosen, "test", "rule")
+    assert "* best configuration: lr=0.0005" in table and "--select-on test" in table
+
+
+def test_trials_are_run_folders_named_by_configuration_and_seed(demo, tmp_path):
+    grid = sweep.parse_grid(["lr=5e-5,1e-4", "amp=false,true"], None)
+    trials = sweep.plan_trials(["--path-dataset", "relative/demo", "--output-dir", str(tmp_path), "--model-name", "m"],
+                               grid, [3552, 0])
+    assert [t["name"] for t in trials][:3] == ["m_lr=5e-05_amp=false_seed3552", "m_lr=5e-05_amp=false_seed0",
+                                               "m_lr=5e-05_amp=true_seed3552"]
+    assert len(trials) == 8
+    args = main_module.parse_args(trials[2]["argv"])
+    assert (args.lr, args.amp, args.seed, args.model_name) == (5e-5, True, 3552, "m_lr=5e-05_amp=true_seed3552")
+    assert Path(args.path_dataset).is_absolute() and Path(args.output_dir) == tmp_path
+    assert main_module.parse_args(trials[0]["argv"]).amp is False
+
+
+def test_grid_file_yaml_and_json(tmp_path):
+    (tmp_path / "g.yaml").write_text("lr: [5.0e-5, 1.0e-4]\nalpha3: 0.5\n")
+    (tmp_path / "g.json").write_text('{"--max-iter": [100, 200]}')
+    assert sweep.parse_grid([], str(tmp_path / "g.yaml")) == {"lr": [5e-5, 1e-4], "alpha3": [0.5]}
+    assert sweep.parse_grid(["k=5,7"], str(tmp_path / "g.json")) == {"max_iter": [100, 200], "k": [5.0, 7.0]}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid", "lrr=1e-4"], "grid key 'lrr' is not a training flag of main.py (did you mean 'lr'?)"),
+    (["--grid", "lr=1e-4,fast"], "grid value 'fast' of --lr does not parse as float"),
+    (["--grid", "use-model=STCL_X"], "grid value 'STCL_X' of --use-model is not one of"),
+    (["--grid", "seed=1,2"], "grid key 'seed' cannot be swept: give the seeds with --seeds"),
+    (["--grid", "lr"], "expected KEY=VALUE[,VALUE...]"),
+    (["--grid", "lr=1e-4", "--lr", "1e-3"], "lr is both a grid key and a flag"),
+    (["--seeds", "1,x"], "--seeds '1,x': expected comma-separated integers"),
+])
+def test_bad_grid_is_one_clear_message(argv, message, tmp_path, capsys):
+    assert sweep.main([*argv, "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_bad_grid_file_is_one_clear_message(tmp_path, capsys):
+    (tmp_path / "g.yaml").write_text("lr: [1e-4\n")
+    assert sweep.main(["--grid-file", str(tmp_path / "g.yaml")]) == 2
+    assert f"{tmp_path / 'g.yaml'}: cannot read the grid" in capsys.readouterr().err
+
+
+def test_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    assert sweep.main(["--grid", "lr=1e-4", "--output-dir", str(tmp_path)]) == 2
+    assert "pip install -r requirements-sweep.txt" in capsys.readouterr().err
