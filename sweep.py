@@ -26,7 +26,6 @@ import csv
 import difflib
 import itertools
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -417,7 +416,7 @@ def build_sweep_parser() -> argparse.ArgumentParser:
                     "every other flag goes to main.py (see python main.py --help)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="a main.py flag and its values, e.g. 'lr=5e-5,1e-4' (repeatable: the grid is every combination)")
+                   help="a main.py flag and its values, e.g. 'lr=5e-5,1e-4'; repeatable: the grid is every combination")
     p.add_argument("--grid-file", default=None,
                    help="YAML or JSON mapping of main.py flags to lists of values, e.g. {lr: [5e-5, 1e-4]}")
     p.add_argument("--seeds", default="3552", help="comma-separated seeds: every configuration runs once per seed")
