@@ -129,7 +129,8 @@ def build_dataset(args: argparse.Namespace):
 
     return SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
                          feature_size=args.feature_size, max_seqlen=args.max_seqlen,
-                         num_similar=args.num_similar, batch_size=args.batch_size)
+                         num_similar=args.num_similar, batch_size=args.batch_size,
+                         feature_format=args.feature_format)
 
 
 @dataclass
@@ -169,7 +170,7 @@ class TrainingRun:
         reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
         model = build_model(args).to(device)
         criterion, optimizer = build_criterion(args), build_optimizer(model, args)
-        source = ExemplarSource(dataset, args.num_exemplars, device)
+        source = ExemplarSource(dataset, args.num_exemplars, device, args.exemplar_pool)
         state, progress_state = None, {}
         if args.resume:
             state = read_training_state(args.resume)

@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch-size", type=int, default=10, help="videos per training batch")
     data.add_argument("--num-similar", type=int, default=3,
                       help="pairs of same-class videos at the head of each batch (the co-activity pairs)")
+    data.add_argument("--feature-format", default="auto", choices=["auto", "joint", "store"],
+                      help="'joint': the released <dataset-name>-I3D-JOINTFeatures.npy, read whole; 'store': the "
+                           "memory-mapped store written by feature_store.py; 'auto': the store when there is one")
+    data.add_argument("--exemplar-pool", default="auto", choices=["auto", "device", "host"],
+                      help="where the SCL exemplar videos are drawn from: 'device' copies them there once, 'host' "
+                           "gathers each draw on the host (pinned on CUDA); 'auto': device unless they do not fit "
+                           "in half its free memory, host for a memory-mapped store on the CPU")
 
     model = p.add_argument_group("model")
     model.add_argument("--use-model", default="STCL_THU", choices=sorted(VARIANTS),

@@ -344,8 +344,9 @@ def _main(argv) -> int:
     model.to(device)
     dataset = SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
                             feature_size=args.feature_size, max_seqlen=args.max_seqlen,
-                            num_similar=args.num_similar, batch_size=args.batch_size)
-    source = ExemplarSource(dataset, args.num_exemplars, device)
+                            num_similar=args.num_similar, batch_size=args.batch_size,
+                            feature_format=args.feature_format)
+    source = ExemplarSource(dataset, args.num_exemplars, device, args.exemplar_pool)
     reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
     outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
                           exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed, amp=args.amp)

@@ -18,10 +18,11 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from feature_store import FeatureStore, has_store, store_paths
 from utils.errors import DataError
 
 FEATURES_SUFFIX = "-I3D-JOINTFeatures.npy"
@@ -85,6 +86,7 @@ def annotations_path(path_dataset: str | Path, dataset_name: str) -> Path:
 def _missing(path: Path, what: str) -> DataError:
     return DataError(
         f"{what} not found: {path}. The features are expected at <path-dataset>/<name>{FEATURES_SUFFIX} "
+        f"(or converted to a memory-mapped store, <name>-I3D-features.npy/.json, by feature_store.py) "
         f"and the annotations in <path-dataset>/<name>{ANNOTATIONS_SUFFIX}/ (the THUMOS-14 I3D features and "
         "annotations come from the CO2-Net/STCL-Net release, see dataset/README.md); "
         "run `python -m dataset.make_demo` for a small synthetic dataset."
@@ -347,8 +349,8 @@ class SampleDataset:
     Attributes:
         class_names: (C,) list[str], the order of every class axis.
         video_names: (V,) list[str].
-        features: (V,) list of (T_i, D) float32 arrays (training videos are views into
-            `train_snippets`).
+        features: (V,) sequence of (T_i, D) float32 arrays (views of an in-memory store;
+            read from disk on access when the store is memory-mapped).
         labels: (V, C) float32 multi-hot video labels, from labels_all.npy.
         train_index, test_index: int64 video indices of the training and test lists
             (THUMOS: subsets 'validation' / 'test'; ActivityNet: 'training' / 'validation',
@@ -359,9 +361,10 @@ class SampleDataset:
         train_videos: (V_train,) int64, every video of the training subset, in order.
         evaluation_index: int64, every video of the test subset, short ones included: the
             detection ground truth covers them all (their instances count as misses).
-        train_snippets: (sum of their T_i, D) float32, their features concatenated.
+        store: the :class:`feature_store.FeatureStore` every video's snippets are read
+            from: in memory (the joint features file) or memory-mapped (a feature store).
         train_offsets, train_lengths: (V_train,) int64, where each of those videos starts
-            in `train_snippets` and how many snippets it has.
+            in `store.snippets` and how many snippets it has.
         segments: (V,) list of (n_i, 2) float64 ground-truth [start, end] in seconds.
         segment_labels: (V,) list of (n_i,) int64 class index of each segment.
         duration: (V,) float64 seconds.
@@ -371,7 +374,7 @@ class SampleDataset:
     """
 
     def __init__(self, path_dataset, dataset_name="Thumos14reduced", *, num_class=20, feature_size=2048,
-                 max_seqlen=500, num_similar=3, batch_size=10, min_snippets=None):
+                 max_seqlen=500, num_similar=3, batch_size=10, min_snippets=None, feature_format="auto"):
         _check_sampling_options(max_seqlen, num_similar, batch_size)
         self.num_class = num_class
         self.feature_size = feature_size
@@ -380,12 +383,16 @@ class SampleDataset:
         self.batch_size = batch_size
 
         folder = annotations_path(path_dataset, dataset_name)
+        feature_format = _choose_feature_format(path_dataset, dataset_name, feature_format)
         feature_file = features_path(path_dataset, dataset_name)
-        if not feature_file.is_file():
+        if feature_format == "joint" and not feature_file.is_file():
             raise _missing(feature_file, "features file")
         annotations = _read_annotations(folder, num_class)
         split = _choose_split(annotations.subset, folder / "subset.npy")
-        features = _read_features(feature_file, annotations.video_names, feature_size)
+        if feature_format == "store":
+            self.store = FeatureStore.open(path_dataset, dataset_name, annotations.video_names, feature_size)
+        else:
+            self.store = FeatureStore.from_arrays(_read_features(feature_file, annotations.video_names, feature_size))
         if min_snippets is None:
             min_snippets = split.min_snippets
 
@@ -397,24 +404,19 @@ class SampleDataset:
         self.labels = _multi_hot(annotations.video_classes, num_class)
 
         subset = np.asarray(annotations.subset)
-        lengths = np.array([len(video) for video in features], dtype=np.int64)
+        lengths = self.store.lengths
         long_enough = lengths >= min_snippets
         self.train_index = np.flatnonzero((subset == split.train) & long_enough)
         self.test_index = np.flatnonzero((subset == split.test) & long_enough)
         self.train_videos = np.flatnonzero(subset == split.train)
         self.evaluation_index = np.flatnonzero(subset == split.test)
-        has_signal = np.array([video.any() for video in features])
-        self.class_train_index = [np.flatnonzero((subset == split.train) & has_signal & (self.labels[:, c] > 0))
-                                  for c in range(num_class)]
+        self.class_train_index = [np.flatnonzero((subset == split.train) & self.store.has_signal
+                                                 & (self.labels[:, c] > 0)) for c in range(num_class)]
         self._check_training_lists(folder, min_snippets)
 
         self.train_lengths = lengths[self.train_videos]
-        self.train_offsets = np.concatenate([[0], np.cumsum(self.train_lengths)[:-1]]).astype(np.int64)
-        self.train_snippets = np.concatenate([features[v] for v in self.train_videos])
-        for video, offset, length in zip(self.train_videos, self.train_offsets, self.train_lengths):
-            features[video] = self.train_snippets[offset:offset + length]
-        self.features = features
-        self._block_of_video = {int(video): block for block, video in enumerate(self.train_videos)}
+        self.train_offsets = self.store.offsets[self.train_videos]
+        self.features = _Videos(self.store)
 
         self.ambiguous = _read_ambiguous(folder / AMBIGUOUS_FILE, {n: i for i, n in enumerate(self.video_names)})
         self._pair_classes = np.array([c for c, pool in enumerate(self.class_train_index) if len(pool) >= 2])
@@ -446,9 +448,10 @@ class SampleDataset:
         """
         extra = rng.choice(self.train_index, size=self.batch_size - 2 * self.num_similar)
         video_indices = np.concatenate([self._draw_pairs(rng), extra]).astype(np.int64)
-        features = np.stack([self.features[v][random_perturb(len(self.features[v]), self.max_seqlen, rng)]
-                             for v in video_indices])
-        return features, self.labels[video_indices], video_indices
+        store = self.store
+        rows = np.stack([store.offsets[v] + random_perturb(int(store.lengths[v]), self.max_seqlen, rng)
+                         for v in video_indices])
+        return store.gather(rows), self.labels[video_indices], video_indices
 
     def _draw_pairs(self, rng: np.random.Generator) -> np.ndarray:
         """(2 * num_similar,) video indices: two distinct videos of each of num_similar random classes."""
@@ -457,19 +460,25 @@ class SampleDataset:
         classes = rng.choice(self._pair_classes, size=self.num_similar)
         return np.concatenate([rng.choice(self.class_train_index[c], size=2, replace=False) for c in classes])
 
-    def exemplar_indices(self, m: int, rng: np.random.Generator) -> np.ndarray:
-        """Rows of `train_snippets` for the SCL exemplar draw (docs/METHOD.md#3-scl): (C, M, N) int64.
+    def exemplar_draw(self, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The SCL exemplar draw (docs/METHOD.md#3-scl): videos (C, M) and their snippets (C, M, N), int64.
 
         Per class, M distinct videos of its pool (with replacement, and a warning once per
-        class, when the pool holds fewer than M), each resampled by random-perturb to N.
+        class, when the pool holds fewer than M), each resampled by random-perturb to N;
+        ``samples[c, j]`` are snippet indices within video ``videos[c, j]``.
         """
-        rows = np.empty((self.num_class, m, self.max_seqlen), dtype=np.int64)
+        videos = np.empty((self.num_class, m), dtype=np.int64)
+        samples = np.empty((self.num_class, m, self.max_seqlen), dtype=np.int64)
         for c, pool in enumerate(self.class_train_index):
             for j, video in enumerate(self._draw_exemplar_videos(c, pool, m, rng)):
-                block = self._block_of_video[int(video)]
-                sample = random_perturb(int(self.train_lengths[block]), self.max_seqlen, rng)
-                rows[c, j] = self.train_offsets[block] + sample
-        return rows
+                videos[c, j] = video
+                samples[c, j] = random_perturb(int(self.store.lengths[video]), self.max_seqlen, rng)
+        return videos, samples
+
+    def exemplar_indices(self, m: int, rng: np.random.Generator) -> np.ndarray:
+        """Rows of `store.snippets` for the SCL exemplar draw: (C, M, N) int64 (see exemplar_draw)."""
+        videos, samples = self.exemplar_draw(m, rng)
+        return self.store.offsets[videos][..., None] + samples
 
     def _draw_exemplar_videos(self, c: int, pool: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
         if len(pool) >= m:
@@ -481,13 +490,39 @@ class SampleDataset:
         return rng.choice(pool, size=m, replace=True)
 
     def exemplar_videos(self, m: int, rng: np.random.Generator) -> np.ndarray:
-        """The exemplar source itself: (C, M, N, D) float32 = train_snippets[exemplar_indices(m, rng)]."""
-        return self.train_snippets[self.exemplar_indices(m, rng)]
+        """The exemplar source itself: (C, M, N, D) float32 = store.snippets[exemplar_indices(m, rng)]."""
+        return self.store.gather(self.exemplar_indices(m, rng))
 
     def test_videos(self) -> Iterator[tuple[np.ndarray, np.ndarray, str, int]]:
         """Yield (features (T, D) float32, labels (C,) float32, name, video index) over test_index."""
         for video in self.test_index:
             yield self.features[video], self.labels[video], self.video_names[video], int(video)
+
+
+class _Videos(Sequence):
+    """``features[v]``: video v of a FeatureStore as (T_v, D) float32 (see FeatureStore.video)."""
+
+    def __init__(self, store: FeatureStore):
+        self._store = store
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __getitem__(self, v):
+        if isinstance(v, slice):
+            return [self._store.video(i) for i in range(*v.indices(len(self)))]
+        return self._store.video(int(v))
+
+
+def _choose_feature_format(path_dataset, dataset_name: str, feature_format: str) -> str:
+    """'joint' (the released pickled file) or 'store' (memory-mapped); 'auto' takes the store when there is one."""
+    if feature_format not in ("auto", "joint", "store"):
+        raise ValueError(f"feature_format must be auto, joint or store, got {feature_format!r}")
+    if feature_format == "auto":
+        return "store" if has_store(path_dataset, dataset_name) else "joint"
+    if feature_format == "store" and not has_store(path_dataset, dataset_name):
+        raise _missing(store_paths(path_dataset, dataset_name)[2], "feature store")
+    return feature_format
 
 
 def _check_sampling_options(max_seqlen: int, num_similar: int, batch_size: int) -> None:

@@ -358,14 +358,14 @@ def _check_consistent(dataset: SampleDataset, layout: dict) -> None:
     assert all(layout["subset"][i] == b"test" for i in dataset.test_index)
     for c, pool in enumerate(dataset.class_train_index):
         assert len(pool) and np.isin(pool, dataset.train_videos).all() and dataset.labels[pool, c].all()
-    assert len(dataset.train_snippets) == dataset.train_lengths.sum()
+    assert len(dataset.store.snippets) == dataset.store.lengths.sum()
     assert all(np.isfinite(f).all() and f.shape[1] == FEATURE_SIZE for f in dataset.features)
     assert all(len(s) == len(labels) and (s[:, 1] >= s[:, 0]).all()
                for s, labels in zip(dataset.segments, dataset.segment_labels))
     rng = np.random.default_rng(0)
     features, labels, videos = dataset.load_batch(rng)
     assert features.shape == (6, 16, FEATURE_SIZE) and np.isfinite(features).all()
-    assert dataset.exemplar_indices(3, rng).max() < len(dataset.train_snippets)
+    assert dataset.exemplar_indices(3, rng).max() < len(dataset.store.snippets)
 
 
 @settings(max_examples=50, deadline=None, derandomize=True)

@@ -89,20 +89,22 @@ def test_ambiguous_intervals_of_present_videos(thumos, thumos_annotations):
     assert "video_test_0001292" not in thumos.video_names
 
 
-def test_training_features_are_views_into_the_flat_snippet_table(thumos):
+def test_features_are_views_into_the_flat_snippet_table(thumos):
     np.testing.assert_array_equal(thumos.train_videos, thumos.train_index)
-    assert thumos.train_snippets.shape == (thumos.train_lengths.sum(), FEATURE_SIZE)
-    assert thumos.train_snippets.dtype == np.float32
+    snippets = thumos.store.snippets
+    assert not thumos.store.mapped and snippets.dtype == np.float32
+    assert snippets.shape == (thumos.store.lengths.sum(), FEATURE_SIZE) and len(thumos.store) == 412
     for video, offset, length in zip(thumos.train_videos, thumos.train_offsets, thumos.train_lengths):
-        assert np.shares_memory(thumos.features[video], thumos.train_snippets)
-        np.testing.assert_array_equal(thumos.train_snippets[offset:offset + length], thumos.features[video])
+        assert np.shares_memory(thumos.features[video], snippets)
+        np.testing.assert_array_equal(snippets[offset:offset + length], thumos.features[video])
 
 
 def test_test_videos_iterates_over_the_test_list_in_order(thumos):
     items = list(thumos.test_videos())
     assert [index for *_, index in items] == thumos.test_index.tolist()
     features, labels, name, index = items[0]
-    assert name == thumos.video_names[index] and features is thumos.features[index]
+    assert name == thumos.video_names[index]
+    np.testing.assert_array_equal(features, thumos.features[index])
     assert features.dtype == np.float32 and labels.shape == (20,)
 
 
@@ -201,7 +203,7 @@ def test_exemplar_rows_come_from_distinct_videos_of_their_class(thumos):
         assert len(set(videos.tolist())) == 10
         assert np.isin(videos, thumos.class_train_index[c]).all()
     assert np.all(rows - thumos.train_offsets[blocks] < thumos.train_lengths[blocks])
-    np.testing.assert_array_equal(thumos.exemplar_videos(10, np.random.default_rng(8)), thumos.train_snippets[rows])
+    np.testing.assert_array_equal(thumos.exemplar_videos(10, np.random.default_rng(8)), thumos.store.snippets[rows])
 
 
 def test_small_exemplar_pools_warn_once_per_class_and_draw_with_replacement(thumos):
