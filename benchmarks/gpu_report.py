@@ -61,7 +61,8 @@ from dataset.make_demo import make_demo_dataset  # noqa: E402
 from feature_store import StoreWriter, convert  # noqa: E402
 from options import parse_args  # noqa: E402
 from test import Reference, evaluate, run_network  # noqa: E402
-from train import ExemplarSource, build_criterion, build_model, build_optimizer, choose_device, train_step  # noqa: E402
+from train import ExemplarSource, build_criterion, build_model, build_optimizer, train_step  # noqa: E402
+from utils.device import choose_device  # noqa: E402
 from utils import checkpoint as ckpt  # noqa: E402
 from wsad_dataset import SampleDataset  # noqa: E402
 
@@ -434,7 +435,8 @@ def markdown(report: dict) -> str:
             busy = (f", the GPU busy {100 * prof['busy_share']:.0f}% of {prof['wall_ms']:.0f} ms wall time"
                     if prof["busy_share"] is not None else f", {prof['wall_ms']:.0f} ms wall time")
             lines.append(f"top ops by {prof['clock']}{busy}:")
-            lines += [f"- {100 * e['share']:.1f}% {e['ms']:.1f} ms x{e['calls']} `{e['name']}`" for e in prof["top"][:8]]
+            lines += [f"- {100 * e['share']:.1f}% {e['ms']:.1f} ms x{e['calls']} `{e['name']}`"
+                      for e in prof["top"][:8]]
         else:
             lines += [f"- {e['s']:.3f} s `{e['name']}`" for e in prof["top"][:8]]
     ex = report["extraction"]
