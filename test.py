@@ -26,6 +26,7 @@ from options import explicit_args, parse_args, resolve_variant
 from proposal_methods import PROPOSAL_METHODS, ambiguous_to_snippets
 from train import ExemplarSource, build_model
 from utils import checkpoint as ckpt
+from utils.cas_folder import read_cas_folder, write_cas_folder
 from utils.device import autocast, choose_device
 from utils.diagnosis import false_positive_breakdown, format_breakdown, per_class_ap_table, write_per_class_csv
 from utils.errors import DataError, STCLError
@@ -230,35 +231,15 @@ def report(result: EvaluationResult, out_dir: Path, extra: Optional[dict] = None
 
 
 def save_cas(outputs: Outputs, reference: Reference, result: EvaluationResult, cas_dir: Path) -> None:
-    """Raw outputs for ``--from-cas`` and ``python -m utils.visualize``: one npz per video,
-    meta.json (the Reference), ground_truth.json and detections.json in snippets."""
-    cas_dir.mkdir(parents=True, exist_ok=True)
-    for name, (cas, attn) in outputs.items():
-        np.savez(cas_dir / f"{name}.npz", cas=cas, attn=attn)
-    write_json(cas_dir / "meta.json", reference.to_json())
-    gt = reference.ground_truth
-    rows: Dict[str, list] = {name: [] for name in reference.video_names}
-    for v, c, s, e in zip(gt.video, gt.label, gt.start, gt.end):
-        if v < len(reference.video_names):
-            rows[reference.video_names[v]].append([float(s), float(e), int(c)])
-    write_json(cas_dir / "ground_truth.json", rows)
-    write_json(cas_dir / "detections.json", proposals_json(result))
+    """Raw outputs for ``--from-cas`` and ``python -m utils.visualize``, in the one layout of
+    :mod:`utils.cas_folder`: one npz per video, meta.json (the Reference), proposals.json."""
+    write_cas_folder(cas_dir, outputs, reference.to_json(), proposals_json(result))
 
 
 def load_cas(cas_dir: Path) -> Tuple[Outputs, Reference]:
-    """Read a ``--save-cas`` folder back."""
-    meta_path = cas_dir / "meta.json"
-    if not meta_path.is_file():
-        raise DataError(f"{cas_dir} is not a --save-cas folder: {meta_path} is missing")
-    reference = Reference.from_json(json.loads(meta_path.read_text()))
-    outputs = {}
-    for name in reference.video_names:
-        path = cas_dir / f"{name}.npz"
-        if not path.is_file():
-            raise DataError(f"{path} is missing: the --save-cas folder is incomplete")
-        with np.load(path) as f:
-            outputs[name] = (f["cas"], f["attn"])
-    return outputs, reference
+    """Read a ``--save-cas`` folder back (:func:`utils.cas_folder.read_cas_folder`)."""
+    saved = read_cas_folder(cas_dir)
+    return {name: (saved.cas[name], saved.attn[name]) for name in saved.cas}, Reference.from_json(saved.meta)
 
 
 def draw_videos(outputs: Outputs, result: EvaluationResult, names: List[str], out_dir: Path) -> List[Path]:

@@ -11,6 +11,7 @@ import test as test_module
 from dataset.make_demo import make_demo_dataset
 from options import parse_args
 from train import ExemplarSource, build_model
+from utils.visualize import main as visualize_main
 
 DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--lr", "1e-3", "--num-exemplars", "4",
         "--device", "cpu"]
@@ -104,6 +105,13 @@ def test_from_cas_replays_the_evaluation(trained, tmp_path):
     assert len(list((tmp_path / "a" / "figures").glob("*.png"))) == 1
     proposals = json.loads((tmp_path / "a" / "proposals.json").read_text())
     assert all(len(row) == 4 for rows in proposals.values() for row in rows)
+    # one layout: the folder's proposals.json is the evaluation's, in snippets; the figures read it too
+    saved = sorted(p.name for p in cas.iterdir() if p.suffix == ".json")
+    assert saved == ["meta.json", "proposals.json"]
+    assert json.loads((cas / "proposals.json").read_text()) == proposals
+    video = next(iter(proposals))
+    assert visualize_main(["--from-cas", str(cas), "--video", video, "--out", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / f"{video}.png").is_file()
 
 
 def test_seed_sweep_prints_mean_and_std(demo, capsys):

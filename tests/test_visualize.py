@@ -11,8 +11,8 @@ from matplotlib.image import imread
 from utils.errors import DataError
 from utils.plots import (learning_curve_data, main as plots_main, plot_learning_curves,
                          read_losses, read_results, running_mean)
-from utils.visualize import (load_cas_dir, main as visualize_main, plot_video,
-                             video_figure_data, video_score, visualize_videos)
+from utils.cas_folder import read_cas_folder, write_cas_folder
+from utils.visualize import main as visualize_main, plot_video, video_figure_data, video_score, visualize_videos
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -119,43 +119,52 @@ def test_visualize_videos_writes_one_png_per_name_and_rejects_unknown_names(tmp_
 
 
 def write_cas_dir(directory: Path) -> Path:
-    """The layout of ``test.py --save-cas``: one video, the small one above."""
+    """A ``test.py --save-cas`` folder of one video, the small one above, and a second,
+    unsaved-here test video 1 that holds a ground-truth instance of its own."""
     cas, attn, _, _, _ = small_video()
-    directory.mkdir()
-    np.savez(directory / "video_test_0000004.npz", cas=cas.astype(np.float32),
-             attn=attn.astype(np.float32))
-    (directory / "meta.json").write_text(json.dumps({"class_names": NAMES, "scale": 0.5}))
-    (directory / "ground_truth.json").write_text(
-        json.dumps({"video_test_0000004": [[6, 9, 2]]}))
-    (directory / "detections.json").write_text(
-        json.dumps({"video_test_0000004": [[2, 5, 0, 0.9], [7, 8, 1, 0.5]]}))
-    return directory
+    meta = {"class_names": NAMES, "video_names": ["video_test_0000004", "video_test_0000007"],
+            "labels": [[0, 0, 1, 0], [1, 0, 0, 0]], "tiou_thresholds": [0.5], "scale": 0.5,
+            "ground_truth_rows": [[0, 2, 6, 9], [1, 0, 1, 3]], "ambiguous": {}}
+    return write_cas_folder(directory, {"video_test_0000004": (cas.astype(np.float32), attn.astype(np.float32))},
+                            meta, {"video_test_0000004": [[2, 5, 0, 0.9], [7, 8, 1, 0.5]]})
 
 
-def test_load_cas_dir_reads_the_saved_layout(tmp_path):
-    saved = load_cas_dir(write_cas_dir(tmp_path / "cas"))
+def test_the_cas_folder_reads_back_what_was_written(tmp_path):
+    saved = read_cas_folder(write_cas_dir(tmp_path / "cas"), ["video_test_0000004"])
     assert saved.class_names == NAMES and saved.scale == 0.5
+    assert sorted(p.name for p in (tmp_path / "cas").iterdir()) == ["meta.json", "proposals.json",
+                                                                     "video_test_0000004.npz"]
     assert list(saved.cas) == ["video_test_0000004"]
     assert saved.cas["video_test_0000004"].shape == (10, 5)
     assert saved.attn["video_test_0000004"].shape == (10, 1)
-    segments, labels = saved.ground_truth["video_test_0000004"]
-    np.testing.assert_array_equal(segments, [[6, 9]])
+    segments, labels = saved.ground_truth()["video_test_0000004"]
+    np.testing.assert_array_equal(segments, [[6, 9]])  # the row of video position 0 only
     assert labels.tolist() == [2]
-    start, end, label, score = saved.detections["video_test_0000004"]
+    start, end, label, score = saved.detections()["video_test_0000004"]
     assert start.tolist() == [2, 7] and end.tolist() == [5, 8]
     assert label.tolist() == [0, 1] and score.tolist() == [0.9, 0.5]
 
 
-def test_load_cas_dir_names_the_file_and_the_problem(tmp_path):
+def test_the_cas_folder_reader_names_the_file_and_the_problem(tmp_path):
     directory = write_cas_dir(tmp_path / "cas")
+    with pytest.raises(DataError, match="video_test_0000007.npz.*incomplete"):
+        read_cas_folder(directory)  # every video of meta.json
     with pytest.raises(DataError, match="video_test_0000009.npz"):
-        load_cas_dir(directory, ["video_test_0000009"])
-    (directory / "detections.json").write_text(json.dumps({"video_test_0000004": [[1, 2, 4, 0.1]]}))
-    with pytest.raises(DataError, match=r"detections.json.*video_test_0000004.*0\.\.3"):
-        load_cas_dir(directory)
+        read_cas_folder(directory, ["video_test_0000009"])
+    one = ["video_test_0000004"]
+    (directory / "proposals.json").write_text(json.dumps({"video_test_0000004": [[1, 2, 4, 0.1]]}))
+    with pytest.raises(DataError, match=r"proposals.json.*video_test_0000004.*0\.\.3"):
+        read_cas_folder(directory, one)
     np.savez(directory / "video_test_0000004.npz", cas=np.zeros((10, 21)), attn=np.zeros((10, 1)))
     with pytest.raises(DataError, match=r"video_test_0000004.npz.*\(10, 21\)"):
-        load_cas_dir(directory)
+        read_cas_folder(directory, one)
+    (directory / "meta.json").write_text(json.dumps({"class_names": NAMES, "scale": 0.5}))
+    with pytest.raises(DataError, match="meta.json: video_names, labels, tiou_thresholds, ground_truth_rows, "
+                                        "ambiguous missing"):
+        read_cas_folder(directory, one)
+    (directory / "meta.json").unlink()
+    with pytest.raises(DataError, match="is not a --save-cas folder: .*meta.json is missing"):
+        read_cas_folder(directory, one)
 
 
 def test_visualize_cli_writes_the_requested_figures(tmp_path):

@@ -1,10 +1,8 @@
 """One figure per test video: ground truth, detections, actionness and CAS over time.
 
-Scores come from the saved network outputs (``test.py --save-cas DIR``), laid out as
-    DIR/<video_name>.npz      arrays ``cas`` (T, C+1) and ``attn`` (T, 1)
-    DIR/meta.json             {"class_names": [...], "scale": 0.64}
-    DIR/ground_truth.json     {video_name: [[start_snippet, end_snippet, label], ...]}
-    DIR/detections.json       {video_name: [[start_snippet, end_snippet, label, score], ...]}
+Scores come from the saved network outputs (``test.py --save-cas DIR``, the layout of
+:mod:`utils.cas_folder`, read by its ``read_cas_folder``): the CAS and actionness of each
+video, the ground truth (meta.json) and the detections (proposals.json), in snippets.
 
 Usage:
     python -m utils.visualize --from-cas DIR --video NAME [--video NAME2 ...]
@@ -16,9 +14,7 @@ THUMOS-14 (16 frames at 25 fps); curves are drawn at snippet centres. Figures ar
 a ``matplotlib.figure.Figure`` (Agg canvas), never through pyplot.
 """
 import argparse
-import json
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +23,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from utils.cas_folder import read_cas_folder
 from utils.errors import DataError, STCLError
 from utils.evaluation import video_class_scores
 
@@ -62,23 +59,6 @@ class VideoFigureData:
     actionness: np.ndarray
     cas: dict
     score_cut: float
-
-
-@dataclass(frozen=True)
-class CasDirectory:
-    """What ``load_cas_dir`` read. Video name -> arrays; a video absent from the JSON files
-    has no ground truth / no detections.
-
-    cas: (T, C+1).  attn: (T, 1).  ground_truth: (segments (n, 2), labels (n,)) in snippets.
-    detections: (start (n,), end (n,), label (n,), score (n,)) in snippets.
-    """
-
-    class_names: list
-    scale: float
-    cas: dict
-    attn: dict
-    ground_truth: dict
-    detections: dict
 
 
 def video_score(cas: np.ndarray, attn: np.ndarray) -> np.ndarray:
@@ -171,34 +151,6 @@ def visualize_videos(cas_by_video, attn_by_video, gt_by_video, det_by_video, cla
     return written
 
 
-def load_cas_dir(directory, videos=None) -> CasDirectory:
-    """Read a ``test.py --save-cas`` folder (layout in the module docstring); only the
-    ``.npz`` files of ``videos`` when given, else all of them."""
-    directory = Path(directory)
-    meta = _read_json(directory / "meta.json")
-    class_names = meta.get("class_names") if isinstance(meta, dict) else None
-    scale = meta.get("scale") if isinstance(meta, dict) else None
-    if not isinstance(class_names, list) or not isinstance(scale, (int, float)):
-        raise DataError(f"{directory / 'meta.json'}: expected "
-                        '{"class_names": [...], "scale": <number>}')
-    if videos is None:
-        videos = sorted(path.stem for path in directory.glob("*.npz"))
-    num_classes = len(class_names)
-    scores = {name: _read_scores(directory / f"{name}.npz", num_classes) for name in videos}
-    gt_rows = _read_rows(directory / "ground_truth.json", 3, num_classes)
-    det_rows = _read_rows(directory / "detections.json", 4, num_classes)
-    return CasDirectory(
-        class_names=[str(name) for name in class_names],
-        scale=float(scale),
-        cas={name: cas for name, (cas, _) in scores.items()},
-        attn={name: attn for name, (_, attn) in scores.items()},
-        ground_truth={name: (rows[:, :2], rows[:, 2].astype(np.int64))
-                      for name, rows in gt_rows.items()},
-        detections={name: (rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), rows[:, 3])
-                     for name, rows in det_rows.items()},
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m utils.visualize",
                                 description="Draw test videos from a `test.py --save-cas DIR` folder.")
@@ -214,9 +166,9 @@ def main(argv: list[str]) -> int:
     options = build_parser().parse_args(argv)
     out = options.out or str(Path(options.from_cas) / "figures")
     try:
-        saved = load_cas_dir(options.from_cas, options.video)
-        written = visualize_videos(saved.cas, saved.attn, saved.ground_truth,
-                                   saved.detections, saved.class_names, options.video,
+        saved = read_cas_folder(options.from_cas, options.video)
+        written = visualize_videos(saved.cas, saved.attn, saved.ground_truth(),
+                                   saved.detections(), saved.class_names, options.video,
                                    out, options.score_cut, saved.scale)
     except STCLError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -293,59 +245,6 @@ def _draw_cas(axes, data: VideoFigureData) -> None:
     axes.set(ylim=(0, 1.05), ylabel="CAS (softmax)")
     axes.grid(alpha=0.3)
     axes.legend(loc="upper right", fontsize="small")
-
-
-def _read_json(path: Path):
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-
-
-def _read_rows(path: Path, width: int, num_classes: int) -> dict:
-    """{video: [[...width numbers...], ...]} -> video -> (n, width) float64, labels in
-    column 2 checked to be class indices."""
-    content = _read_json(path)
-    if not isinstance(content, dict):
-        raise DataError(f"{path}: expected an object {{video_name: [[...], ...]}}")
-    return {name: _rows_of_video(path, name, rows, width, num_classes)
-            for name, rows in content.items()}
-
-
-def _rows_of_video(path: Path, name: str, rows, width: int, num_classes: int) -> np.ndarray:
-    shaped = isinstance(rows, list) and all(
-        isinstance(row, list) and len(row) == width
-        and all(isinstance(v, (int, float)) for v in row) for row in rows)
-    if not shaped:
-        raise DataError(f"{path}: video {name!r}: expected a list of rows of {width} numbers")
-    array = np.array(rows, dtype=np.float64).reshape(-1, width)
-    labels = array[:, 2]
-    if np.any((labels != np.round(labels)) | (labels < 0) | (labels >= num_classes)):
-        raise DataError(f"{path}: video {name!r}: labels must be integers 0..{num_classes - 1}")
-    return array
-
-
-def _read_scores(path: Path, num_classes: int) -> tuple:
-    """DIR/<video>.npz -> cas (T, C+1), attn (T, 1), checked."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (no saved CAS for video {path.stem!r})")
-    try:
-        with np.load(path) as saved:
-            arrays = {key: saved[key] for key in ("cas", "attn") if key in saved.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
-    missing = {"cas", "attn"} - set(arrays)
-    if missing:
-        raise DataError(f"{path}: missing array(s) {sorted(missing)}")
-    cas, attn = arrays["cas"], arrays["attn"]
-    if cas.ndim != 2 or cas.shape[1] != num_classes + 1 or len(cas) == 0:
-        raise DataError(f"{path}: cas has shape {cas.shape}, expected (T >= 1, {num_classes + 1})"
-                        " for the classes of meta.json")
-    if attn.size != len(cas):
-        raise DataError(f"{path}: attn has shape {attn.shape}, expected ({len(cas)}, 1)")
-    return cas, attn.reshape(-1, 1)
 
 
 if __name__ == "__main__":
