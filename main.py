@@ -5,7 +5,8 @@
     python main.py ... --seeds 3552,0,1                       # one run per seed, mean +- std table
 
 A run folder ``<output-dir>/<model-name>/`` receives ``best.pt`` (the checkpoint with the
-best sum of mAP@0.1..0.7 on the test set, the released protocol), ``last.pt`` (the
+best sum of mAP@0.1..0.7 on the test set, the released protocol; ``--select-on holdout``
+selects on held-out training videos instead, ``--select-on last`` keeps the final weights), ``last.pt`` (the
 latest weights and the whole training state), ``results.csv`` (one row per evaluation),
 ``losses.csv``, ``summary.json`` and TensorBoard logs under ``tb/``.
 
@@ -25,7 +26,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -130,7 +131,8 @@ def build_dataset(args: argparse.Namespace):
     return SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
                          feature_size=args.feature_size, max_seqlen=args.max_seqlen,
                          num_similar=args.num_similar, batch_size=args.batch_size,
-                         feature_format=args.feature_format)
+                         feature_format=args.feature_format,
+                         holdout=args.holdout if args.select_on == "holdout" else 0.0, holdout_seed=args.holdout_seed)
 
 
 @dataclass
@@ -158,6 +160,9 @@ class TrainingRun:
     best: dict = field(default_factory=lambda: {"score": -np.inf})
     last_eval: Optional[dict] = None
     saved_at: Optional[int] = None  #: the iteration of the last.pt on disk
+    #: What periodic evaluations select on: the test set, or (--select-on holdout) the held-out videos.
+    select_data: Optional["SampleDataset"] = None
+    select_reference: Optional[Reference] = None
 
     @classmethod
     def start_or_resume(cls, args: argparse.Namespace, progress: bool = True) -> "TrainingRun":
@@ -185,8 +190,11 @@ class TrainingRun:
             ckpt.load_weights(model, ckpt.model_state_of(raw, args.pretrained_ckpt), args.pretrained_ckpt)
         log = RunLog(run_dir, result_columns(reference), LOSS_COLUMNS, resume=state,
                      start=progress_state.get("start", 0))
+        select_data = dataset.holdout_view() if args.select_on == "holdout" else dataset
+        select_reference = (Reference.from_dataset(select_data, args.variant, args.feature_fps)
+                            if args.select_on == "holdout" else reference)
         return cls(args, device, run_dir, dataset, reference, model, criterion, optimizer, source, rng, log, progress,
-                   **progress_state)
+                   select_data=select_data, select_reference=select_reference, **progress_state)
 
     def step(self, iteration: int) -> Dict[str, float]:
         """Sample a batch and M exemplar videos per class, update the weights; the loss terms."""
@@ -202,20 +210,44 @@ class TrainingRun:
         self.log.log_losses(iteration, terms, self.optimizer.param_groups[0]["lr"])
 
     def evaluate_and_select(self, iteration: int, periodic: bool) -> EvaluationResult:
-        """Evaluate on the test set; a periodic evaluation that beats the best so far writes best.pt."""
-        result = test(self.model, self.dataset, self.source, self.args, self.device, self.reference,
+        """Evaluate on the selection set (the test set, or the held-out videos with --select-on holdout);
+        a periodic evaluation that beats the best so far writes best.pt (never with --select-on last)."""
+        result = test(self.model, self.select_data, self.source, self.args, self.device, self.select_reference,
                       progress=self.progress)
-        improved = periodic and result.selection_score > self.best["score"]
+        improved = periodic and self.args.select_on != "last" and result.selection_score > self.best["score"]
         if improved:
             self.best = {"score": result.selection_score, "iteration": iteration, "summary": result.summary}
-            ckpt.save_atomic({"model": self.model.state_dict(), "args": vars(self.args), "iteration": iteration,
-                              "summary": result.summary, "format": "stcl-net/1"}, self.run_dir / "best.pt")
-        self.last_eval = {"iteration": iteration, "summary": result.summary}
+            self.save_best(iteration)
+        self.last_eval = {"iteration": iteration, "summary": result.summary, "score": result.selection_score}
         self.log.log_evaluation(iteration, result.summary, improved)
-        tqdm.write(f"iteration {iteration}: mAP@0.5 {result.summary.get('mAP@0.5', float('nan')):.2f}  "
+        held_out = " (held-out videos)" if self.args.select_on == "holdout" else ""
+        tqdm.write(f"iteration {iteration}{held_out}: mAP@0.5 {result.summary.get('mAP@0.5', float('nan')):.2f}  "
                    f"{_headline(result.summary)}  cmAP {result.summary['cmAP']:.2f}"
                    + ("  (new best)" if improved else ""))
         return result
+
+    def save_best(self, iteration: int) -> None:
+        """best.pt: the current weights, as the selected checkpoint, with the numbers that chose them."""
+        numbers = "holdout_summary" if self.args.select_on == "holdout" else "summary"
+        ckpt.save_atomic({"model": self.model.state_dict(), "args": vars(self.args), "iteration": iteration,
+                          numbers: self.best["summary"], "format": "stcl-net/1"}, self.run_dir / "best.pt")
+
+    def evaluate_on_test_once(self) -> Tuple[dict, dict]:
+        """--select-on holdout, after training: the test set, evaluated once for the final weights and
+        once for best.pt (loaded into the model); the (best, last) entries of summary.json."""
+        def on_test(entry: dict) -> dict:
+            result = test(self.model, self.dataset, self.source, self.args, self.device, self.reference,
+                          progress=self.progress)
+            return {**entry, "summary": result.summary, "holdout_summary": entry["summary"]}
+
+        last = on_test(self.last_eval)
+        if "summary" not in self.best:
+            return self.best, last
+        if self.best["iteration"] == self.last_eval["iteration"]:  # the same weights: evaluated once
+            return {**self.best, "summary": last["summary"], "holdout_summary": self.best["summary"]}, last
+        selected = ckpt.read_checkpoint(self.run_dir / "best.pt")
+        ckpt.load_weights(self.model, selected["model"], self.run_dir / "best.pt")
+        return on_test(self.best), last
 
     def save_last(self, iteration: int) -> None:
         """last.pt: the weights and everything --resume needs to continue after ``iteration``."""
@@ -239,14 +271,29 @@ class TrainingRun:
             print(f"stopped after iteration {iteration}; last.pt saved. Resume with:\n"
                   f"  {resume_command(sys.argv[1:], self.run_dir / 'last.pt')}")
             raise TrainingStopped(iteration)
-        summary = {"run_dir": str(self.run_dir), "seed": self.args.seed,
-                   "selection": "best sum of mAP@0.1..0.7 on the test set over the periodic evaluations "
-                                "(the released protocol)" if self.reference.tiou_thresholds.min() < 0.5 else
-                                "best mean mAP over the tIoU thresholds on the test set (the released protocol)",
-                   "best": self.best, "last": self.last_eval}
+        if self.args.select_on == "last":
+            self.best = dict(self.last_eval)
+            self.save_best(iteration)
+        best, last = self.evaluate_on_test_once() if self.args.select_on == "holdout" else (self.best, self.last_eval)
+        summary = {"run_dir": str(self.run_dir), "seed": self.args.seed, "select_on": self.args.select_on,
+                   "selection": selection_rule(self.args, self.reference, self.select_reference),
+                   "best": best, "last": last}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
         print_summary(summary)
         return summary
+
+
+def selection_rule(args: argparse.Namespace, reference: Reference, select_reference: Reference) -> str:
+    """How best.pt was chosen, in words (summary.json, the printed summary, the seed and sweep tables)."""
+    score = ("sum of mAP@0.1..0.7" if reference.tiou_thresholds.min() < 0.5
+             else "mean mAP over the tIoU thresholds")
+    if args.select_on == "last":
+        return "the final weights, no selection (--select-on last)"
+    if args.select_on == "holdout":
+        return (f"best {score} on {len(select_reference.video_names)} held-out training videos (--holdout "
+                f"{args.holdout:g}, --holdout-seed {args.holdout_seed}) over the periodic evaluations; the test set "
+                "evaluated once, for the selected and the last checkpoint")
+    return f"best {score} on the test set over the periodic evaluations (the released protocol)"
 
 
 def train(args: argparse.Namespace, progress: bool = True) -> dict:
@@ -301,6 +348,8 @@ def print_summary(summary: dict) -> None:
     best, last = summary["best"], summary["last"]
     if "summary" in best:
         print(f"\nselected checkpoint: best.pt from iteration {best['iteration']} -- {summary['selection']}")
+        if "holdout_summary" in best:
+            print(f"held-out training videos: {_headline(best['holdout_summary'])}; on the test set:")
         print(format_table(best["summary"]) + f"\ncmAP {best['summary']['cmAP']:.2f}")
     else:
         print("\nno periodic evaluation ran (--max-iter <= --interval), so no best.pt was selected")
@@ -312,7 +361,7 @@ def print_summary(summary: dict) -> None:
 def seed_sweep(args: argparse.Namespace) -> List[dict]:
     """Train once per seed of ``--seeds`` and print mean +- std of best and last mAPs."""
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if args.max_iter <= args.interval:
+    if args.max_iter <= args.interval and args.select_on != "last":
         raise STCLError("--seeds compares the selected (best) checkpoints, so each run needs a periodic "
                         f"evaluation: make --max-iter ({args.max_iter}) larger than --interval ({args.interval})")
     summaries = []
@@ -336,8 +385,10 @@ def seed_sweep(args: argparse.Namespace) -> List[dict]:
 def seed_table(summaries: List[dict]) -> str:
     """mean +- std (sample std, n-1) over seeds of every metric, best and last checkpoints."""
     keys = list(summaries[0]["best"]["summary"])
-    lines = [f"{len(summaries)} seeds: {', '.join(str(s['seed']) for s in summaries)}",
-             f"{'metric':<14}{'best (selected on test)':>26}{'last':>22}"]
+    select_on = summaries[0].get("select_on", "test")
+    lines = [f"{len(summaries)} seeds: {', '.join(str(s['seed']) for s in summaries)}; "
+             f"best.pt: {summaries[0]['selection']}",
+             f"{'metric':<14}{f'selected ({select_on})':>26}{'last':>22}"]
     for key in keys:
         cells = []
         for which in ("best", "last"):

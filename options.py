@@ -88,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--resume", default=None,
                        help="continue a killed run from this checkpoint (usually <run dir>/last.pt)")
 
+    select = p.add_argument_group("model selection")
+    select.add_argument("--select-on", default="test", choices=["test", "last", "holdout"],
+                        help="which checkpoint best.pt keeps: 'test' the best periodic evaluation on the test set "
+                             "(the released protocol); 'last' the final weights, no selection; 'holdout' the best "
+                             "periodic evaluation on --holdout of the training videos, kept out of training, and "
+                             "the test set evaluated once at the end")
+    select.add_argument("--holdout", type=float, default=0.1,
+                        help="--select-on holdout: the fraction of the training videos kept out of training to select on")
+    select.add_argument("--holdout-seed", type=int, default=0,
+                        help="--select-on holdout: seed of the draw of the held-out videos (the same for every --seed)")
+
     post = p.add_argument_group("proposals and evaluation")
     post.add_argument("--proposal_method", default="multiple_threshold_hamnet", choices=["multiple_threshold_hamnet"],
                       help="how scores become detections (docs/METHOD.md#7-proposals)")
@@ -145,4 +156,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.feature_size % 2:
         build_parser().error(f"--feature-size must be even (two streams of D/2); got {args.feature_size}")
+    if not 0 < args.holdout < 1:
+        build_parser().error(f"--holdout is a fraction of the training videos, between 0 and 1; got {args.holdout}")
     return resolve_variant(args)

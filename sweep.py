@@ -505,13 +505,13 @@ def report(results, trials: List[dict], output_dir: Path, model_name: str) -> in
         result = by_name.get(trial["name"])
         summary_path = Path(trial["run_dir"]) / "summary.json"
         if result is not None and result.metrics and "error" in result.metrics:
-            bad_input.append(f"{trial['name']}: {result.metrics['error']}")
+            bad_input.append((trial["name"], result.metrics["error"]))
         elif summary_path.is_file():
             done.append((trial, json.loads(summary_path.read_text())))
         else:
             crashed.append(f"{trial['name']}: {result.error if result is not None else 'not run'}")
-    for line in bad_input:
-        print(f"error: {line}", file=sys.stderr)
+    for message, names in _by_message(bad_input).items():
+        print(f"error: {message} (trial{'s' if len(names) > 1 else ''} {', '.join(names)})", file=sys.stderr)
     for line in crashed:
         print(f"trial failed: {line}", file=sys.stderr)
     if done:
@@ -528,6 +528,14 @@ def report(results, trials: List[dict], output_dir: Path, model_name: str) -> in
         print("rerun the same command to continue the unfinished trials", file=sys.stderr)
         return 1
     return 0
+
+
+def _by_message(errors: List[Tuple[str, str]]) -> Dict[str, List[str]]:
+    """The trials' error messages, each once, with the trials that gave it."""
+    grouped: Dict[str, List[str]] = {}
+    for name, message in errors:
+        grouped.setdefault(message, []).append(name)
+    return grouped
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,7 @@ warned about (the real THUMOS-14 annotations have 30 of them) and kept as they a
 """
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 import warnings
@@ -370,11 +371,15 @@ class SampleDataset:
         duration: (V,) float64 seconds.
         ambiguous: {video index: (K, 2) float64 seconds} from Ambiguous_test.txt (THUMOS
             only; lines naming videos that are not in the dataset are skipped).
+        holdout_index: int64, the training videos kept out of training by ``holdout`` (a
+            fraction of train_index, drawn with ``holdout_seed``; empty when it is 0): they are
+            in neither train_index nor class_train_index, and :meth:`holdout_view` evaluates on them.
         num_class, feature_size, max_seqlen, num_similar, batch_size: as given.
     """
 
     def __init__(self, path_dataset, dataset_name="Thumos14reduced", *, num_class=20, feature_size=2048,
-                 max_seqlen=500, num_similar=3, batch_size=10, min_snippets=None, feature_format="auto"):
+                 max_seqlen=500, num_similar=3, batch_size=10, min_snippets=None, feature_format="auto",
+                 holdout=0.0, holdout_seed=0):
         _check_sampling_options(max_seqlen, num_similar, batch_size)
         self.num_class = num_class
         self.feature_size = feature_size
@@ -412,6 +417,9 @@ class SampleDataset:
         self.evaluation_index = np.flatnonzero(subset == split.test)
         self.class_train_index = [np.flatnonzero((subset == split.train) & self.store.has_signal
                                                  & (self.labels[:, c] > 0)) for c in range(num_class)]
+        self.holdout_index = np.zeros(0, dtype=np.int64)
+        if holdout > 0:
+            self._hold_out(folder, holdout, holdout_seed)
         self._check_training_lists(folder, min_snippets)
 
         self.train_lengths = lengths[self.train_videos]
@@ -424,6 +432,35 @@ class SampleDataset:
             raise DataError(f"{folder}: no class has two training videos, so no training pair can be drawn "
                             "(set --num-similar 0)")
         self._small_pools_warned: set[int] = set()
+
+    def _hold_out(self, folder: Path, fraction: float, seed: int) -> None:
+        """Keep round(fraction * len(train_index)) seeded training videos (at least one) out of training."""
+        count = max(1, round(fraction * len(self.train_index)))
+        held = np.sort(np.random.default_rng(seed).choice(self.train_index, size=count, replace=False))
+        what = (f"--holdout {fraction:g} (--holdout-seed {seed}) keeps {count} of the {len(self.train_index)} "
+                "training videos")
+        if not any(len(self.segments[v]) for v in held):
+            raise DataError(f"{folder}: {what} out of training, and none of them has a temporal annotation "
+                            "(segments.npy) to select a checkpoint on; raise --holdout or change --holdout-seed")
+        pools = [np.setdiff1d(pool, held) for pool in self.class_train_index]
+        for c, (before, after) in enumerate(zip(self.class_train_index, pools)):
+            if len(after) < 2 and len(after) < len(before):
+                raise DataError(f"{folder}: {what} out of training and leaves class {self.class_names[c]!r} with "
+                                f"{len(after)} training video(s) of its {len(before)}; every class keeps at least two "
+                                "(training pairs, exemplars): lower --holdout or change --holdout-seed")
+        self.holdout_index = held
+        self.train_index = np.setdiff1d(self.train_index, held)
+        self.class_train_index = pools
+
+    def holdout_view(self) -> "SampleDataset":
+        """This dataset with the held-out training videos as its test list: evaluating it (test.test,
+        test.Reference.from_dataset) scores them against their temporal annotations. Shares every array."""
+        if len(self.holdout_index) == 0:
+            raise ValueError("no video is held out (holdout=0)")
+        view = copy.copy(self)
+        view.test_index = view.evaluation_index = self.holdout_index
+        view.ambiguous = {}
+        return view
 
     def _check_training_lists(self, folder: Path, min_snippets: int) -> None:
         for c, pool in enumerate(self.class_train_index):
