@@ -21,7 +21,7 @@ from dataset.make_demo import make_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--num-exemplars", "4", "--device", "cpu",
-        "--max-iter", "31", "--interval", "10"]
+        "--max-iter", "31", "--interval", "10", "--select-on", "holdout", "--holdout", "0.25"]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,9 @@ def _kill_session(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def swept(demo):
-    """A 2-trial sweep (lr=1e-3, seeds 1 and 2), SIGKILLed once one trial finished and the other
-    had saved a last.pt, then run again to the end. Returns (argv, run dirs, mtimes, log)."""
+    """A 2-trial sweep (lr=1e-3, seeds 1 and 2, selecting on held-out videos), SIGKILLed once one
+    trial finished and the other had saved a last.pt, then run again to the end.
+    Returns (argv, finished run dir, midway run dir, mtimes of the finished one, log of the rerun)."""
     pytest.importorskip("ray")
     argv = ["sweep.py", "--grid", "lr=1e-3", "--seeds", "1,2", "--num-cpus", "2", "--max-concurrent", "1",
             "--path-dataset", str(demo / "demo"), *DEMO, "--output-dir", str(demo / "runs"), "--model-name", "t"]
@@ -119,7 +120,8 @@ def test_aggregated_mean_and_std_are_those_of_the_trials(swept, demo):
     trials = {json.loads((r / "summary.json").read_text())["seed"]: json.loads((r / "summary.json").read_text())
               for r in (finished, midway)}
     result = json.loads((demo / "runs" / "t_sweep.json").read_text())
-    assert result["best_configuration"] == "lr=0.001" and result["select_on"] == "test"
+    assert result["best_configuration"] == "lr=0.001" and result["select_on"] == "holdout"
+    assert "held-out training videos" in result["selection"] + result["configuration_rule"]
     (group,) = result["configurations"]
     assert group["seeds"] == [1, 2]
     for which in ("best", "last"):
@@ -128,10 +130,12 @@ def test_aggregated_mean_and_std_are_those_of_the_trials(swept, demo):
             assert stats["values"] == values.tolist()
             assert stats["mean"] == pytest.approx(values.mean(), abs=1e-12)
             assert stats["std"] == pytest.approx(values.std(ddof=1), abs=1e-12)
+    scores = np.array([trials[s]["best"]["score"] for s in (1, 2)])  # the held-out selection scores
+    assert group["score"]["mean"] == pytest.approx(scores.mean()) and group["score"]["values"] == scores.tolist()
     rows = read_csv(demo / "runs" / "t_sweep.csv")
     assert [(r["configuration"], r["checkpoint"]) for r in rows] == [("lr=0.001", "selected"), ("lr=0.001", "last")]
     assert float(rows[0]["mAP@0.5 mean"]) == pytest.approx(group["best"]["mAP@0.5"]["mean"])
-    assert "best configuration: lr=0.001" in log and "--select-on test" in log
+    assert "best configuration: lr=0.001" in log and "--select-on holdout" in log and "score (held-out videos)" in log
 
 
 # ----------------------------------------------------------------------------- without Ray
