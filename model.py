@@ -297,7 +297,7 @@ class STCLNet(nn.Module):
         The bank is a mean of 2 * N//10 fused snippets per video, so the gradient only flows
         through those: the whole pass runs without autograd to pick them, then only the
         picked snippets are recomputed with autograd (the same dropout masks, drawn ahead).
-        The gradient is the one of the plain computation (``benchmarks/loop_reference.py``
+        The gradient is the one of the plain computation (``tests/oracles/released_loops.py``
         keeps it, tests compare the two), at a small fraction of its backward cost and memory.
         """
         c, m, n, d = exemplar_videos.shape

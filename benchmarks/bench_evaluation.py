@@ -15,7 +15,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import reference_activitynet as reference  # noqa: E402
+from tests.oracles import activitynet_toolkit as reference  # noqa: E402
 from utils.evaluation import (  # noqa: E402
     THUMOS_TIOU, SegmentTable, detection_ap, ground_truth_from_annotations,
 )

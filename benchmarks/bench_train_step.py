@@ -9,7 +9,7 @@ and exemplar draws of a synthetic dataset in the THUMOS layout (dataset/make_dem
 written to a temporary folder), with the project's criterion and optimiser:
 - project: ``train.ExemplarSource.draw`` (exemplar snippets gathered by tensor indexing on
   the device) and ``train.train_step`` (batched SCL einsums);
-- loop: the released way (benchmarks/loop_reference.py): exemplar videos gathered one by
+- loop: the released way (tests/oracles/released_loops.py): exemplar videos gathered one by
   one with numpy on the host and copied to the device, the whole exemplar pass recorded for
   autograd (the project recomputes only the snippets the bank is made of), SCL with Python
   loops over the C+1 bank classes and the B videos.
@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.loop_reference import LoopSTCLNet, loop_exemplar_videos  # noqa: E402
+from tests.oracles.released_loops import LoopSTCLNet, loop_exemplar_videos  # noqa: E402
 from dataset.make_demo import make_demo_dataset  # noqa: E402
 from options import parse_args  # noqa: E402
 from train import ExemplarSource, build_criterion, build_model, build_optimizer, train_step  # noqa: E402

@@ -1,13 +1,12 @@
 """The authors' released checkpoint: it loads, exports back unchanged, and computes the same
 function; every malformed checkpoint gives one clear CheckpointError (issue 8).
 
-Released state dicts are built here from the key table of the issue (RELEASED_SHAPES in
-test_golden.py) with random values: at D = 16 / C = 3 by scaling the widths (stream D/2,
+Released state dicts are built from the released key table (tests/helpers.py) with random
+values: at D = 16 / C = 3 by scaling the widths (stream D/2,
 keys and attention hidden D/4, heads D, SCL head input 2D, C+1 output rows), and once at
 the full size (D = 2048, C = 20, 103,441,474 parameters).
 """
 import argparse
-import collections
 import math
 import zipfile
 
@@ -18,29 +17,13 @@ import torch
 import test as test_py
 from dataset.make_demo import make_demo_dataset
 from model import STCLNet
-from test_golden import RELEASED_SHAPES
+from tests.helpers import RELEASED_SHAPES, released_shapes, released_state
 from utils.checkpoint import (load_weights, model_state_of, project_to_released, read_checkpoint, released_shape_of,
                               save_atomic)
 from utils.errors import CheckpointError
 
 D, C = 16, 3
 OUTPUT_NAMES = ("feat", "cas", "cas_base", "cas_intra", "cas_inter", "attn", "attn_rgb", "attn_flow")
-
-
-def released_shapes(d: int, c: int) -> dict:
-    """The released key table with its widths scaled from D = 2048, C = 20 to ``d``, ``c``."""
-    width = {4096: 2 * d, 2048: d, 1024: d // 2, 512: d // 4, 21: c + 1}
-    return {key: tuple(width.get(n, n) for n in shape) for key, shape in RELEASED_SHAPES.items()}
-
-
-def released_state(d: int = D, c: int = C, seed: int = 0) -> "collections.OrderedDict[str, torch.Tensor]":
-    """A released-format state dict with random weights (kaiming-uniform scale) and non-zero biases."""
-    g = torch.Generator().manual_seed(seed)
-    state = collections.OrderedDict()
-    for key, shape in released_shapes(d, c).items():
-        bound = math.sqrt(6 / (shape[1] * shape[2])) if len(shape) == 3 else 0.1
-        state[key] = torch.empty(shape).uniform_(-bound, bound, generator=g)
-    return state
 
 
 def fixed_inputs(d: int, c: int, m: int = 3, n: int = 20, t: int = 12):

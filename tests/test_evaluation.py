@@ -1,11 +1,11 @@
 """Detection and classification mAP (utils/evaluation.py) against hand-worked numbers and a
-plain loop-by-loop ActivityNet-toolkit implementation (tests/reference_activitynet.py)."""
+plain loop-by-loop ActivityNet-toolkit implementation (tests/oracles/activitynet_toolkit.py)."""
 import math
 
 import numpy as np
 import pytest
 
-import reference_activitynet as reference
+from tests.oracles import activitynet_toolkit as reference
 from utils.errors import DataError
 from utils.evaluation import (
     ACTIVITYNET_TIOU, THUMOS_TIOU, SegmentTable, classification_map, detection_ap,

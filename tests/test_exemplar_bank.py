@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.loop_reference import LoopSTCLNet, loop_exemplar_videos
 from dataset.make_demo import make_demo_dataset
 from model import STCLNet
 from test import Reference, evaluate, run_network
+from tests.oracles.released_loops import LoopSTCLNet, loop_exemplar_videos
 from train import ExemplarSource
 from utils.checkpoint import load_weights, model_state_of, read_checkpoint, save_atomic
 from wsad_dataset import SampleDataset

@@ -7,37 +7,8 @@ import pytest
 import torch
 
 from model import STCLCriterion, STCLNet
+from tests.helpers import RELEASED_SHAPES
 from utils.checkpoint import load_weights, model_state_of
-
-#: The released STCL_THU state dict, key -> shape, in the order of the released table.
-RELEASED_SHAPES = {}
-for stream in ("vAttn", "fAttn"):
-    RELEASED_SHAPES.update({
-        f"{stream}.bit_wise_attn.0.weight": (1024, 1024, 3), f"{stream}.bit_wise_attn.0.bias": (1024,),
-        f"{stream}.channel_conv.0.weight": (1024, 1024, 3), f"{stream}.channel_conv.0.bias": (1024,),
-        f"{stream}.attention.0.weight": (512, 1024, 3), f"{stream}.attention.0.bias": (512,),
-        f"{stream}.attention.3.weight": (512, 512, 3), f"{stream}.attention.3.bias": (512,),
-        f"{stream}.attention.5.weight": (1, 512, 1), f"{stream}.attention.5.bias": (1,),
-    })
-RELEASED_SHAPES.update({
-    "fusion.0.weight": (2048, 2048, 1), "fusion.0.bias": (2048,),
-    "intra_temp_conv1_k.weight": (512, 2048, 1), "intra_temp_conv1_k.bias": (512,),
-    "intra_temp_conv1_v.weight": (2048, 2048, 1), "intra_temp_conv1_v.bias": (2048,),
-    "intra_temp_conv2_k.weight": (512, 2048, 3), "intra_temp_conv2_k.bias": (512,),
-    "intra_temp_conv2_v.weight": (2048, 2048, 3), "intra_temp_conv2_v.bias": (2048,),
-    "inter_vid_conv1_k.weight": (512, 2048, 1), "inter_vid_conv1_k.bias": (512,),
-    "inter_vid_conv1_v.weight": (2048, 2048, 1), "inter_vid_conv1_v.bias": (2048,),
-    "inter_exem_conv1_k.weight": (512, 2048, 1), "inter_exem_conv1_k.bias": (512,),
-    "inter_exem_conv1_v.weight": (2048, 2048, 1), "inter_exem_conv1_v.bias": (2048,),
-    "clswise_atn_conv.weight": (1, 2048, 1), "clswise_atn_conv.bias": (1,),
-    "intra_temp_classifier.1.weight": (2048, 2048, 3), "intra_temp_classifier.1.bias": (2048,),
-    "intra_temp_classifier.4.weight": (21, 2048, 1), "intra_temp_classifier.4.bias": (21,),
-    "inter_temp_classifier.1.weight": (2048, 4096, 3), "inter_temp_classifier.1.bias": (2048,),
-    "inter_temp_classifier.4.weight": (21, 2048, 1), "inter_temp_classifier.4.bias": (21,),
-    "classifier.1.weight": (2048, 2048, 3), "classifier.1.bias": (2048,),
-    "classifier.4.weight": (21, 2048, 1), "classifier.4.bias": (21,),
-})
-
 
 def golden_state_dict():
     """Weights re-created with the recipe of docs/METHOD.md#11-golden-outputs."""

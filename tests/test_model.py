@@ -184,9 +184,9 @@ def test_snippet_windows_feed_a_conv_its_own_output_at_those_snippets():
 @pytest.mark.parametrize("training", [True, False])
 def test_exemplar_bank_recomputes_what_the_full_pass_computes(training):
     # The project's bank recomputes only the picked snippets with autograd; the released
-    # pass (benchmarks/loop_reference.py) records all of them. Same seed -> same dropout
+    # pass (tests/oracles/released_loops.py) records all of them. Same seed -> same dropout
     # masks in training mode -> the same bank and the same gradient.
-    from benchmarks.loop_reference import LoopSTCLNet
+    from tests.oracles.released_loops import LoopSTCLNet
 
     model = make(num_class=3).train(training)
     released = LoopSTCLNet(feature_size=D, num_class=3).train(training)

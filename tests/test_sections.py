@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from model import STCLNet
-from test_checkpoint import released_state
+from tests.helpers import released_state
 from utils.checkpoint import load_weights, model_state_of
 
 D, C, M, N, B, T = 16, 3, 3, 20, 2, 12

@@ -1,7 +1,7 @@
 """Loop-by-loop versions of SCL and of the exemplar draw, written the way the released code runs them.
 
-The benchmarks time the project against these; tests/test_exemplar_bank.py checks that
-they compute the same numbers, so that the comparison is like for like.
+The benchmarks time the project against these; tests/test_exemplar_bank.py and
+tests/test_model.py check that they compute the same numbers, so that the comparison is like for like.
 
 - :class:`LoopSemanticCorrelation`: SCL with a Python loop over the C+1 classes of the
   exemplar bank and, inside it, over the B videos of the batch; it materialises every

@@ -3,7 +3,7 @@
 Written to read like the toolkit's `compute_average_precision_detection`, with the two
 orders that the project pins down: detections by descending score with ties in input
 order, and ground truth by descending tIoU with ties in annotation order (both stable
-sorts), and a zero-length segment has tIoU 0. Deliberately slow and obvious; shared by
+sorts), and a zero-length segment has tIoU 0. Deliberately slow and obvious; used by
 tests/test_evaluation.py and benchmarks/bench_evaluation.py.
 """
 import math
