@@ -147,3 +147,30 @@ def test_bad_stores_are_clear_errors_naming_the_file(tmp_path):
 def test_converter_command_line_reports_errors_with_exit_code_2(tmp_path, capsys):
     assert feature_store.main(["--path-dataset", str(tmp_path)]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_real_thumos_annotations_give_the_same_dataset_from_both_formats(tmp_path, thumos_annotations):
+    folder = tmp_path / f"{NAME}-Annotations"
+    folder.mkdir()
+    for source in thumos_annotations.iterdir():
+        (folder / source.name).symlink_to(source)
+    rng = np.random.default_rng(0)
+    videos = [rng.standard_normal((rng.integers(20, 61), 8)).astype(np.float32) for _ in range(412)]
+    joint = np.empty(412, dtype=object)
+    joint[:] = videos
+    np.save(tmp_path / f"{NAME}-I3D-JOINTFeatures.npy", joint, allow_pickle=True)
+    convert(tmp_path, NAME, progress=False)
+    with pytest.warns(UserWarning, match="30 segments end after"):
+        mapped = SampleDataset(tmp_path, feature_size=8, max_seqlen=50)
+    with pytest.warns(UserWarning, match="30 segments end after"):
+        released = SampleDataset(tmp_path, feature_size=8, max_seqlen=50, feature_format="joint")
+    assert mapped.store.mapped and mapped.num_test == released.num_test == 212
+    np.testing.assert_array_equal(mapped.train_index, released.train_index)
+    assert all(np.array_equal(a, b) for a, b in zip(mapped.class_train_index, released.class_train_index))
+    for a, b in zip(mapped.load_batch(np.random.default_rng(1)), released.load_batch(np.random.default_rng(1))):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(mapped.exemplar_videos(10, np.random.default_rng(2)),
+                                  released.exemplar_videos(10, np.random.default_rng(2)))
+    for (a, *rest_a), (b, *rest_b) in zip(mapped.test_videos(), released.test_videos()):
+        np.testing.assert_array_equal(a, b)
+        assert rest_a[1:] == rest_b[1:]
