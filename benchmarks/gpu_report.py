@@ -165,7 +165,9 @@ def measure_training(trainer: Trainer, cfg: dict, flops: int) -> dict:
     for _ in range(cfg["warmup"]):
         trainer.timed()
     if device.type == "cuda":
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
     parts, start = [], time.perf_counter()
     while len(parts) < cfg["steps"] and (len(parts) < 5 or time.perf_counter() - start < cfg["seconds_per_mode"]):
         parts.append(trainer.timed())
@@ -174,10 +176,24 @@ def measure_training(trainer: Trainer, cfg: dict, flops: int) -> dict:
     out = {"iteration_s": iteration, "batch_s": batch, "draw_s": draw, "train_step_s": step,
            "steps_timed": len(parts), "exemplar_pool": trainer.source.placement,
            "train_step_gflop": flops / 1e9, "train_step_tflops": flops / step / 1e12}
-    if device.type == "cuda":
-        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    if device.type == "cuda":  # this mode's own tensors plus the most its steps allocated above them
+        transient = torch.cuda.max_memory_allocated(device) - before
+        out["peak_gib"] = (owned_bytes(trainer) + transient) / 2 ** 30
         out["reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2 ** 30
     return out
+
+
+def owned_bytes(trainer: Trainer) -> int:
+    """Bytes of the trainer's persistent tensors on its device: weights, gradients, Adam state, exemplar pool.
+
+    Both modes' trainers live on the device together, so the allocator's totals alone would
+    charge one mode with the other's state.
+    """
+    tensors = [p for p in trainer.model.parameters()] + [p.grad for p in trainer.model.parameters()]
+    tensors += [v for state in trainer.optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+    tensors += [getattr(trainer.source, "snippets", None)]
+    return sum(t.numel() * t.element_size() for t in tensors
+               if torch.is_tensor(t) and t.device.type == trainer.device.type)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -410,7 +426,7 @@ def markdown(report: dict) -> str:
         row("  batch sampling + copy, s", "batch_s", ".4f"),
         row(f"  exemplar draw, s (pool on the {tr['fp32']['exemplar_pool']})", "draw_s", ".4f"),
         row("  train_step (forward, backward, Adam), s", "train_step_s", ".3f"),
-        row("peak GPU memory allocated, GiB", "peak_gib", ".2f"),
+        row("peak GPU memory of training (weights, grads, Adam, pool, activations), GiB", "peak_gib", ".2f"),
         row("train_step GFLOP (counted, fwd + bwd)", "train_step_gflop", ".1f"),
         row("train_step achieved TFLOP/s", "train_step_tflops", ".2f"),
         row(f"evaluation pass, {ev['fp32']['videos']} videos, cached bank, s", "pass_s", ".2f", ev,

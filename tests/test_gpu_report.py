@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import gpu_report
 from options import parse_args
@@ -48,3 +49,17 @@ def test_without_the_annotations_a_demo_of_212_test_videos_stands_in(tmp_path):
     dataset = SampleDataset(tmp_path, gpu_report.NAME, feature_size=cfg["feature_size"], max_seqlen=16)
     assert dataset.store.mapped and dataset.num_test == 212 and len(dataset.train_index) == 200
     assert np.all(dataset.store.lengths >= 80)
+
+
+def test_owned_bytes_counts_weights_gradients_and_adam_state(tmp_path):
+    cfg = dict(gpu_report.SMOKE, device="cpu")
+    gpu_report.write_dataset(tmp_path, cfg, Path(tmp_path / "absent"), seed=0)
+    args = gpu_report.project_args(cfg, amp=False)
+    dataset = SampleDataset(tmp_path, gpu_report.NAME, feature_size=cfg["feature_size"], max_seqlen=16)
+    trainer = gpu_report.Trainer(dataset, args, gpu_report.build_model(args).state_dict(), torch.device("cpu"), 0)
+    trainer.timed()
+    parameters = list(trainer.model.parameters())
+    weights = sum(p.numel() * 4 for p in parameters)
+    assert trainer.source.placement == "host"  # a mapped store on the CPU: no pool tensor of its own
+    # weights, gradients, Adam's two moments, and one float32 step count per parameter tensor
+    assert gpu_report.owned_bytes(trainer) == 4 * weights + 4 * len(parameters)
