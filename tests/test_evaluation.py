@@ -224,6 +224,58 @@ def test_matches_loop_reference_with_ties_and_zero_length_segments(thumos_ground
                                rtol=0, atol=1e-9)
 
 
+
+def test_a_detection_late_in_a_long_ground_truth_that_holds_short_ones_matches_it():
+    # [0,100) holds [10,20) and [30,40); [50,95) overlaps only the long one: tIoU 45/100.
+    # (Ground truth sorted by start has ends 100, 20, 40: the search for overlapping rows
+    # must use their running maximum.)
+    assert ap_one_class([(0, 50, 95, 0.9)], [(0, 0, 100), (0, 10, 20), (0, 30, 40)], [0.4])[0] == pytest.approx(1 / 3)
+
+def test_a_crowded_group_matches_the_loop_reference_across_block_boundaries(monkeypatch):
+    # One (video, class) group: 40 ground truths, nested and overlapping (a long one holds
+    # short ones, so the running maximum of ends matters), and 1,500 detections, some with
+    # tied scores. Tiny blocks make the matching cross many block boundaries and drop
+    # detections that can no longer match at a block start.
+    import utils.evaluation as evaluation
+
+    rng = np.random.default_rng(3)
+    g_start = rng.integers(0, 400, 40).astype(float)
+    g_end = g_start + rng.integers(1, 60, 40)
+    g_start[:3], g_end[:3] = 0, [450, 200, 120]  # long ground truths that hold the others
+    gt = SegmentTable(np.zeros(40), np.zeros(40), g_start, g_end, np.ones(40))
+    pick = rng.integers(0, 40, 1500)
+    start = np.round(g_start[pick] + rng.normal(0, 4, 1500))
+    dets = SegmentTable(np.zeros(1500), np.zeros(1500), start,
+                        np.maximum(start, np.round(g_end[pick] + rng.normal(0, 4, 1500))),
+                        np.round(rng.random(1500), 2))
+    expected = reference_ap(dets, gt, ACTIVITYNET_TIOU, 1)
+    np.testing.assert_allclose(detection_ap(dets, gt, ACTIVITYNET_TIOU, 1), expected, rtol=0, atol=1e-12)
+    monkeypatch.setattr(evaluation, "_BLOCK_STEPS", 3)
+    monkeypatch.setattr(evaluation, "_BLOCK_PAIRS", 50)
+    np.testing.assert_allclose(detection_ap(dets, gt, ACTIVITYNET_TIOU, 1), expected, rtol=0, atol=1e-12)
+    assert 0.05 < expected.min() < expected.max() < 0.95  # real matches and real misses
+
+
+@pytest.mark.parametrize("column, value, reason", [
+    ("score", np.nan, "score is not finite"),
+    ("score", np.inf, "score is not finite"),
+    ("start", -np.inf, "start is not finite"),
+    ("end", 1.5, "it ends before it starts"),
+    ("video", 1.5, "video id is not an integer"),
+    ("label", 0.2, "label id is not an integer"),
+])
+def test_bad_detection_rows_are_refused_naming_the_row(column, value, reason):
+    rows = {"video": [0, 0, 0], "label": [0, 0, 0], "start": [0, 2, 4], "end": [1, 3, 5], "score": [0.9, 0.8, 0.7]}
+    rows[column][1] = value
+    with pytest.raises(DataError, match=f"segment row 1 .*: {reason}"):
+        SegmentTable(**rows)
+
+
+def test_a_label_outside_the_classes_is_refused_naming_the_row():
+    dets = table([(0, 0, 0, 1, 0.5), (2, 7, 0, 1, 0.4)])
+    with pytest.raises(DataError, match=r"detections row 1 \(video 2, label 7\): class labels must lie in 0..4"):
+        detection_ap(dets, table([(0, 0, 0, 1)], with_score=False), [0.5], num_classes=5)
+
 # ---------------------------------------------------------------- classification
 
 def test_classification_map_by_hand():

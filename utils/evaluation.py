@@ -14,6 +14,9 @@ import numpy as np
 from utils.errors import DataError
 
 SECONDS_PER_SNIPPET = 16 / 25
+#: Detection matching works through the ranks in blocks of at most this many ranks and
+#: (detection, ground truth) pairs; see `_match`.
+_BLOCK_STEPS, _BLOCK_PAIRS = 256, 1 << 20
 THUMOS_TIOU = np.round(np.arange(0.1, 1.0, 0.1), 2)
 ACTIVITYNET_TIOU = np.round(np.linspace(0.5, 0.95, 10), 2)
 
@@ -45,15 +48,40 @@ class SegmentTable:
     score: np.ndarray
 
     def __post_init__(self):
-        dtypes = {"video": np.int64, "label": np.int64}
+        columns = {}
         for field in fields(self):
-            column = np.asarray(getattr(self, field.name), dtype=dtypes.get(field.name, np.float64))
+            column = np.asarray(getattr(self, field.name))
             if column.ndim != 1:
                 raise ValueError(f"SegmentTable.{field.name} must be 1-D, got shape {column.shape}")
-            object.__setattr__(self, field.name, column)
-        lengths = {field.name: len(getattr(self, field.name)) for field in fields(self)}
+            try:
+                columns[field.name] = column.astype(np.float64)
+            except (TypeError, ValueError):
+                raise DataError(f"SegmentTable.{field.name} must hold numbers, got {column.dtype} "
+                                f"values such as {column[:3].tolist()}") from None
+        lengths = {name: len(column) for name, column in columns.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"SegmentTable columns differ in length: {lengths}")
+        self._refuse_bad_rows(columns)
+        for name, column in columns.items():
+            object.__setattr__(self, name, column.astype(np.int64) if name in ("video", "label") else column)
+
+    @staticmethod
+    def _refuse_bad_rows(columns: dict) -> None:
+        """DataError naming the first bad row: a non-integer (or non-finite) video or label
+        id, a non-finite start, end or score, or end < start."""
+        problems = [(~np.isfinite(columns[n]) | (columns[n] != np.round(columns[n])), f"{n} id is not an integer")
+                    for n in ("video", "label")]
+        problems += [(~np.isfinite(columns[n]), f"{n} is not finite") for n in ("start", "end", "score")]
+        problems.append((columns["end"] < columns["start"], "it ends before it starts"))
+        bad = np.zeros(len(columns["video"]), dtype=bool)
+        for mask, _ in problems:
+            bad |= mask
+        if bad.any():
+            row = int(np.argmax(bad))
+            why = [reason for mask, reason in problems if mask[row]]
+            values = ", ".join(f"{n} {columns[n][row]:g}" for n in columns)
+            raise DataError(f"segment row {row} ({values}): {'; '.join(why)}"
+                            + (f" ({int(bad.sum())} bad rows in all)" if bad.sum() > 1 else ""))
 
     def __len__(self) -> int:
         return len(self.video)
@@ -201,41 +229,98 @@ def _check_thresholds(tiou_thresholds) -> np.ndarray:
 
 
 def _check_indices(table: SegmentTable, num_classes: int, name: str):
-    if np.any((table.label < 0) | (table.label >= num_classes)):
-        raise ValueError(f"{name}: class labels must lie in 0..{num_classes - 1}")
-    if np.any(table.video < 0):
-        raise ValueError(f"{name}: video indices must be >= 0")
+    bad = (table.label < 0) | (table.label >= num_classes) | (table.video < 0)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{name} row {row} (video {table.video[row]}, label {table.label[row]}): class labels "
+                        f"must lie in 0..{num_classes - 1} and video indices must be >= 0")
 
 
 def _match(ranked: SegmentTable, ground_truth: SegmentTable, thresholds) -> np.ndarray:
     """Greedy matching of score-ranked detections (sorted by class, then rank) -> TP (n_thr, n).
 
-    Matching in different (class, video) groups is independent, so the k-th candidate
-    detection of every group is matched in one vectorised step; a candidate is a detection
-    with some ground truth of its group at tIoU >= the smallest threshold (the others are
-    false positives everywhere and take nothing).
+    Matching in different (class, video) groups is independent, so the k-th detection of
+    every group is matched in one vectorised step. Detections are taken in blocks of at
+    most `_BLOCK_STEPS` ranks and `_BLOCK_PAIRS` (detection, ground truth) pairs, so memory
+    stays bounded however concentrated a group is. At the start of a block, a detection with
+    no still-unmatched ground truth at tIoU >= some threshold is a false positive everywhere
+    and is dropped before the step loop (matches only ever get taken, never given back), so
+    in a crowded group the loop runs over the few detections that can still match.
+    Only ground truth that a detection overlaps is paired with it (`_overlapping_ground_truth`).
     """
     num_videos = 1 + max(ranked.video.max(initial=-1), ground_truth.video.max(initial=-1))
     det_group = ranked.label * num_videos + ranked.video
     gt_group = ground_truth.label * num_videos + ground_truth.video
-    det, gt = _same_group_pairs(det_group, gt_group)
-    overlap = _tiou(ranked.start[det], ranked.end[det],
-                    ground_truth.start[gt], ground_truth.end[gt])
-    candidate = overlap >= thresholds.min()
-    det, gt, overlap = det[candidate], gt[candidate], overlap[candidate]
-    step = _rank_in_group(det, det_group)
-    order = np.lexsort((gt, -overlap, det, step))  # per step: detection, best tIoU first
-    det, gt, overlap, step = det[order], gt[order], overlap[order], step[order]
+    gt_first, gt_count, gt_order = _overlapping_ground_truth(ranked, det_group, ground_truth, gt_group)
+    rank = _rank_in_group(det_group)
+    by_rank = np.argsort(rank, kind="stable")  # ranked rows, step by step; by row within a step
+    pairs_before = np.concatenate(([0], np.cumsum(gt_count[by_rank])))
+    rank_starts = np.searchsorted(rank[by_rank], np.arange(rank.max(initial=-1) + 2))
 
     true_positive = np.zeros((len(thresholds), len(ranked)), dtype=bool)
     matched = np.zeros((len(thresholds), len(ground_truth)), dtype=bool)
-    above = overlap >= thresholds[:, None]  # (n_thr, n_pairs)
+    pairs_at_rank = pairs_before[rank_starts]  # pairs of the detections ranked before r
+    r0, num_ranks = 0, len(rank_starts) - 1
+    while r0 < num_ranks:
+        # ranks r0..r1-1 form a block: at least one rank, more while they fit
+        fits = np.searchsorted(pairs_at_rank, pairs_at_rank[r0] + _BLOCK_PAIRS, "right") - 1
+        r1 = max(r0 + 1, min(r0 + _BLOCK_STEPS, fits, num_ranks))
+        rows = by_rank[rank_starts[r0]:rank_starts[r1]]
+        r0 = r1
+        # Every (detection, ground truth) pair of the block, by detection in row order.
+        count = gt_count[rows]
+        det = np.repeat(rows, count)
+        offset = np.arange(len(det)) - np.repeat(np.cumsum(count) - count, count)
+        gt = gt_order[np.repeat(gt_first[rows], count) + offset]
+        overlap = _tiou(ranked.start[det], ranked.end[det], ground_truth.start[gt], ground_truth.end[gt])
+        near = overlap >= thresholds.min()
+        det, gt, overlap = det[near], gt[near], overlap[near]
+        above = overlap >= thresholds[:, None]  # (n_thr, pairs)
+        live = (above & ~matched[:, gt]).any(axis=0)
+        if live.any():
+            _match_block(det[live], gt[live], overlap[live], above[:, live], det_group,
+                         true_positive, matched)
+    return true_positive
+
+
+def _overlapping_ground_truth(ranked, det_group, ground_truth, gt_group):
+    """Per detection, a run of ground-truth rows holding every ground truth of its group that
+    it overlaps (maybe a few more) -> (first (n,), count (n,), order (n_gt,)): detection i may
+    overlap ground truth order[first[i] : first[i] + count[i]].
+
+    Ground truth is sorted by group, then start; within a group, a detection [s, e) can only
+    overlap the rows from the first whose running maximum of ends exceeds s to the last whose
+    start is below e. Both searches run on one sorted key, group * width + time, for all
+    groups at once; the 0.5 of slack on each side only adds rows (each pair's tIoU is computed
+    exactly afterwards) and never crosses into another group (groups are width apart).
+    """
+    gt_order = np.lexsort((ground_truth.start, gt_group))
+    group, start, end = gt_group[gt_order], ground_truth.start[gt_order], ground_truth.end[gt_order]
+    times = np.concatenate([ranked.start, ranked.end, start, end])
+    low = times.min(initial=0.0)
+    width = times.max(initial=0.0) - low + 2
+    start_key = group * width + (start - low)
+    # Keys of a group lie below those of the next, so one running maximum over all rows is
+    # the running maximum within each group.
+    end_key = np.maximum.accumulate(group * width + (end - low))
+    first = np.searchsorted(end_key, det_group * width + (ranked.start - low) - 0.5, "left")
+    last = np.searchsorted(start_key, det_group * width + (ranked.end - low) + 0.5, "right")
+    return first, np.maximum(last - first, 0), gt_order
+
+
+def _match_block(det, gt, overlap, above, det_group, true_positive, matched) -> None:
+    """The step loop over one block's live pairs (sorted by detection row); updates
+    true_positive (n_thr, n) and matched (n_thr, n_gt) in place."""
+    starts = _run_starts(det)
+    step = np.repeat(_rank_in_group(det_group[det[starts]]), np.diff(np.append(starts, len(det))))
+    order = np.lexsort((gt, -overlap, det, step))  # per step: detection, best tIoU first
+    det, gt, above, step = det[order], gt[order], above[:, order], step[order]
     pair_index = np.arange(len(det))
-    pair_bounds = np.append(_run_starts(det), len(det))  # candidate i: pairs [b[i], b[i+1])
+    pair_bounds = np.append(_run_starts(det), len(det))  # detection i: pairs [b[i], b[i+1])
     det_starts = pair_bounds[:-1]
     step_bounds = np.append(_run_starts(step[det_starts]), len(det_starts))
     for s0, s1 in zip(step_bounds[:-1], step_bounds[1:]):
-        # candidates s0..s1-1 (one per group); per threshold, each takes its first free pair
+        # detections s0..s1-1 (one per group); per threshold, each takes its first free pair
         p0, p1 = pair_bounds[s0], pair_bounds[s1]
         free = above[:, p0:p1] & ~matched[:, gt[p0:p1]]
         first = np.minimum.reduceat(np.where(free, pair_index[p0:p1], len(det)),
@@ -243,33 +328,15 @@ def _match(ranked: SegmentTable, ground_truth: SegmentTable, thresholds) -> np.n
         thr, hit = np.nonzero(first < len(det))
         matched[thr, gt[first[thr, hit]]] = True
         true_positive[thr, det[det_starts[s0 + hit]]] = True
-    return true_positive
 
 
-def _same_group_pairs(det_group, gt_group):
-    """All (detection, ground truth) index pairs with equal group -> (det (P,), gt (P,)).
-
-    Pairs come by detection, and within a detection in ground-truth row order.
-    """
-    gt_order = np.argsort(gt_group, kind="stable")
-    sorted_groups = gt_group[gt_order]
-    first = np.searchsorted(sorted_groups, det_group, "left")
-    count = np.searchsorted(sorted_groups, det_group, "right") - first
-    det = np.repeat(np.arange(len(det_group)), count)
-    offset = np.arange(len(det)) - np.repeat(np.cumsum(count) - count, count)
-    return det, gt_order[np.repeat(first, count) + offset]
-
-
-def _rank_in_group(det, det_group) -> np.ndarray:
-    """For pairs sorted by detection: rank of the pair's detection among the distinct
-    detections of its group (0 for the best-scored one) -> (P,)."""
-    starts = _run_starts(det)
-    groups = det_group[det[starts]]
+def _rank_in_group(groups) -> np.ndarray:
+    """Rank of each element among the elements of its group, in array order (0 first) -> (n,)."""
     order = np.argsort(groups, kind="stable")
     sorted_groups = groups[order]
     rank = np.empty(len(groups), dtype=np.int64)
     rank[order] = np.arange(len(groups)) - np.searchsorted(sorted_groups, sorted_groups, "left")
-    return np.repeat(rank, np.diff(np.append(starts, len(det))))
+    return rank
 
 
 def _run_starts(values) -> np.ndarray:
