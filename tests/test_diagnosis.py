@@ -9,6 +9,7 @@ from utils.diagnosis import (
     BACKGROUND, CATEGORIES, CONFUSION, DOUBLE_DETECTION, LOCALIZATION, NOT_RANKED,
     TRUE_POSITIVE, WRONG_LABEL, classify_detections, false_positive_breakdown,
     format_breakdown, per_class_ap_table, write_per_class_csv)
+from utils.evaluation import summarize
 
 
 def segments(rows):
@@ -106,6 +107,19 @@ def test_per_class_ap_table_in_percent_with_mean_row_and_avg_column():
     assert set(lines[4]) == {"-"}
     assert lines[5].split() == ["mean", "40.0", "50.0", "45.0"]
     assert len({len(line) for line in lines}) == 1  # fixed width
+
+
+def test_the_mean_row_leaves_out_a_class_without_ground_truth_like_the_summary(tmp_path):
+    # Class C has no ground truth (NaN AP): the mean row is the mean of A and B, the mAP of
+    # utils.evaluation.summarize, in the text table and the CSV alike.
+    ap = np.hstack([AP, np.full((2, 1), np.nan)])
+    lines = per_class_ap_table(ap, [0.1, 0.5], ["A", "BaseballPitch", "C"]).splitlines()
+    assert lines[4].split() == ["C", "nan", "nan", "nan"]
+    assert lines[6].split() == ["mean", "40.0", "50.0", "45.0"]
+    summary = summarize(np.nanmean(ap, axis=1), [0.1, 0.5])
+    assert (summary["mAP@0.1"], summary["mAP@0.5"]) == (40.0, 50.0)
+    with write_per_class_csv(tmp_path / "ap.csv", ap, [0.1, 0.5], ["A", "B", "C"]).open(newline="") as f:
+        assert list(csv.reader(f))[4] == ["mean", "40.0", "50.0", "45.0"]
 
 
 def test_per_class_csv_keeps_full_precision(tmp_path):

@@ -170,8 +170,12 @@ def _ap_rows(ap: np.ndarray, tiou_thresholds, class_names):
     if ap.shape != (len(thresholds), len(names)):
         raise ValueError(f"ap has shape {ap.shape}, expected (n_thresholds, C) = "
                          f"({len(thresholds)}, {len(names)})")
-    per_class = 100 * ap.T  # (C, n_thr)
-    values = np.vstack([per_class, per_class.mean(axis=0, keepdims=True)])
+    per_class = 100 * ap.T  # (C, n_thr), NaN for a class without ground truth
+    # The mean row is the mAP: the mean over the classes with ground truth, as in the summary.
+    with_ground_truth = ~np.isnan(per_class).all(axis=1)
+    mean = (per_class[with_ground_truth].mean(axis=0, keepdims=True) if with_ground_truth.any()
+            else np.full((1, len(thresholds)), np.nan))
+    values = np.vstack([per_class, mean])
     values = np.hstack([values, values.mean(axis=1, keepdims=True)])
     header = ["class", *(f"AP@{t:g}" for t in thresholds), "avg"]
     return header, list(zip([*names, "mean"], values))
