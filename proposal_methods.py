@@ -1,11 +1,12 @@
 """From per-snippet scores to detections (docs/METHOD.md#7-proposals); pure functions on numpy arrays.
 
 Everything is in snippet units: a proposal [start, end) covers snippets start..end-1;
-multiply by 16/25 for seconds. Select a method by name with `PROPOSAL_METHODS`.
+multiply by `utils.evaluation.seconds_per_snippet(fps)` (16/25 at 25 fps) for seconds. Select a
+method by name with `PROPOSAL_METHODS`.
 """
 import numpy as np
 
-from utils.evaluation import SegmentTable, seconds_to_snippets, video_class_scores
+from utils.evaluation import FEATURE_FPS, SegmentTable, seconds_to_snippets, video_class_scores
 
 ACT_THRESHOLDS = np.linspace(0.1, 0.9, 10)
 
@@ -90,10 +91,10 @@ def soft_nms(start, end, score, sigma: float = 0.3):
     return order, kept_score
 
 
-def ambiguous_to_snippets(intervals_seconds) -> np.ndarray:
-    """Ambiguous intervals (K, 2) in seconds -> (K, 2) int64 snippets [s, e), rounded as
-    Python's round (half to even)."""
-    return seconds_to_snippets(np.asarray(intervals_seconds, np.float64).reshape(-1, 2))
+def ambiguous_to_snippets(intervals_seconds, fps: float = FEATURE_FPS) -> np.ndarray:
+    """Ambiguous intervals (K, 2) in seconds (features at `fps`) -> (K, 2) int64 snippets
+    [s, e), round(t * fps / 16) as Python's round (half to even)."""
+    return seconds_to_snippets(np.asarray(intervals_seconds, np.float64).reshape(-1, 2), fps)
 
 
 def filter_ambiguous(detections: SegmentTable, ambiguous_snippets: dict) -> SegmentTable:

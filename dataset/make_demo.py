@@ -29,14 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.evaluation import FEATURE_FPS, SNIPPET_FRAMES
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "demo"
 DEFAULT_NAME = "Thumos14reduced"
 FEATURES_SUFFIX = "-I3D-JOINTFeatures.npy"
 ANNOTATIONS_SUFFIX = "-Annotations"
 ANNOTATION_FILES = ("classlist", "videoname", "subset", "duration", "labels_all", "labels", "segments",
                     "extracted_fps", "original_fps")
-SNIPPET_SECONDS = 16 / 25
-FPS = 25
+FPS = FEATURE_FPS
+SNIPPET_SECONDS = SNIPPET_FRAMES / FPS
 
 MIN_LENGTH, MAX_LENGTH = 80, 300  # snippets per video
 MIN_INSTANCE, MAX_INSTANCE = 4, 40  # snippets per action instance

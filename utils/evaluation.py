@@ -2,8 +2,9 @@
 no options.
 
 Every mAP here is a fraction in [0, 1]; only `summarize` reports percent.
-Segments are in snippet units (one snippet = 16 frames at 25 fps, so seconds = snippets *
-16 / 25) unless a name says seconds.
+Segments are in snippet units unless a name says seconds: one snippet is SNIPPET_FRAMES = 16
+frames, so at `fps` frames per second (FEATURE_FPS = 25 on THUMOS-14) seconds = snippets *
+16 / fps. These two constants are the project's one definition of both.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import numpy as np
 
 from utils.errors import DataError
 
-SECONDS_PER_SNIPPET = 16 / 25
+#: Frames per feature snippet (two-stream I3D) and the frame rate of the released features.
+SNIPPET_FRAMES, FEATURE_FPS = 16, 25
+SECONDS_PER_SNIPPET = SNIPPET_FRAMES / FEATURE_FPS
 #: Detection matching works through the ranks in blocks of at most this many ranks and
 #: (detection, ground truth) pairs; see `_match`.
 _BLOCK_STEPS, _BLOCK_PAIRS = 256, 1 << 20
@@ -117,18 +120,27 @@ def _text(name) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def seconds_to_snippets(t, fps: float = 25, snippet_frames: int = 16) -> np.ndarray:
-    """Snippet index of times `t` (seconds, any shape) as int64: round(t * fps / snippet_frames).
+def seconds_per_snippet(fps: float = FEATURE_FPS) -> float:
+    """Length of one snippet in seconds at `fps` frames per second: SNIPPET_FRAMES / fps."""
+    if not fps > 0:
+        raise ValueError(f"the frame rate must be positive, got {fps}")
+    return SNIPPET_FRAMES / fps
+
+
+def seconds_to_snippets(t, fps: float = FEATURE_FPS) -> np.ndarray:
+    """Snippet index of times `t` (seconds, any shape) as int64: round(t * fps / SNIPPET_FRAMES).
 
     Rounds exact halves to even, element by element exactly as Python's `round` does on the
     same float (np.rint is IEEE round-half-even on the exact value, which is what Python's
     round computes too); 100 of the THUMOS-14 test boundaries depend on this.
     """
-    return np.rint(np.asarray(t, dtype=np.float64) * fps / snippet_frames).astype(np.int64)
+    # t * fps / 16, in this order (as the spec's round(t * 25 / 16)): t / (16 / fps) can differ
+    # in the last bit, which moves exact halves.
+    return np.rint(np.asarray(t, dtype=np.float64) * fps / SNIPPET_FRAMES).astype(np.int64)
 
 
-def ground_truth_from_annotations(segments, segment_labels, videos) -> SegmentTable:
-    """Ground truth in snippet units from per-video annotations in seconds.
+def ground_truth_from_annotations(segments, segment_labels, videos, fps: float = FEATURE_FPS) -> SegmentTable:
+    """Ground truth in snippet units from per-video annotations in seconds (at `fps`).
 
     segments[i]: list of [start_s, end_s] of video `videos[i]`; segment_labels[i]: the class
     index of each of those segments. Rows keep annotation order; score is 1.
@@ -149,7 +161,7 @@ def ground_truth_from_annotations(segments, segment_labels, videos) -> SegmentTa
         owners.append(np.full(len(bounds), video, dtype=np.int64))
     if not owners:
         return SegmentTable.empty()
-    start, end = (seconds_to_snippets(np.concatenate(x)) for x in (starts, ends))
+    start, end = (seconds_to_snippets(np.concatenate(x), fps) for x in (starts, ends))
     return SegmentTable(np.concatenate(owners), np.concatenate(labels), start, end,
                         np.ones(len(start)))
 

@@ -9,9 +9,9 @@ Usage:
                               [--out OUT_DIR] [--score-cut X]
 writes OUT_DIR/<video_name>.png (default OUT_DIR: DIR/figures).
 
-Times are in seconds: snippet t covers [t * scale, (t + 1) * scale), scale = 16 / 25 on
-THUMOS-14 (16 frames at 25 fps); curves are drawn at snippet centres. Figures are drawn on
-a ``matplotlib.figure.Figure`` (Agg canvas), never through pyplot.
+Times are in seconds: snippet t covers [t * scale, (t + 1) * scale), scale = 16 / fps
+(16 / 25 on THUMOS-14, `utils.evaluation.seconds_per_snippet`); curves are drawn at snippet
+centres. Figures are drawn on a ``matplotlib.figure.Figure`` (Agg canvas), never through pyplot.
 """
 import argparse
 import sys
@@ -25,9 +25,9 @@ from matplotlib.patches import Patch
 
 from utils.cas_folder import read_cas_folder
 from utils.errors import DataError, STCLError
-from utils.evaluation import video_class_scores
+from utils.evaluation import SECONDS_PER_SNIPPET, video_class_scores
 
-SNIPPET_SECONDS = 16 / 25
+SNIPPET_SECONDS = SECONDS_PER_SNIPPET  # the default scale; test.py passes the one of --feature_fps
 SCORE_CUT = 0.5  # detections scoring above this (outer-inner-contrast scale) are drawn
 FIGSIZE = (12, 6)  # inches
 DPI = 100
