@@ -143,6 +143,20 @@ def resolve_variant(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+#: The option groups a checkpoint's stored options are restored from by test.py: what defines
+#: the model, the data and the post-processing. The others (device, output, amp, resume,
+#: figures, training schedule ...) are run flags and always come from the command line.
+CHECKPOINT_GROUPS = ("data", "model", "proposals and evaluation")
+
+
+def checkpoint_options(stored: dict) -> dict:
+    """The options of a checkpoint's stored ``args`` that define the model, the data and the
+    post-processing (the groups of ``CHECKPOINT_GROUPS``); run flags are left out."""
+    restored = {action.dest for group in build_parser()._action_groups if group.title in CHECKPOINT_GROUPS
+                for action in group._group_actions}
+    return {k: v for k, v in stored.items() if k in restored}
+
+
 def explicit_args(argv) -> dict:
     """Only the options written on the command line ``argv`` (no defaults)."""
     parser = build_parser()

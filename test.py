@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from options import explicit_args, parse_args, resolve_variant
+from options import checkpoint_options, explicit_args, parse_args, resolve_variant
 from proposal_methods import PROPOSAL_METHODS, ambiguous_to_snippets
 from train import ExemplarSource, build_model
 from utils import checkpoint as ckpt
@@ -30,8 +31,9 @@ from utils.cas_folder import read_cas_folder, write_cas_folder
 from utils.device import autocast, choose_device
 from utils.diagnosis import false_positive_breakdown, format_breakdown, per_class_ap_table, write_per_class_csv
 from utils.errors import DataError, STCLError
-from utils.evaluation import (ACTIVITYNET_TIOU, THUMOS_TIOU, SegmentTable, classification_map, detection_ap,
-                              format_table, ground_truth_from_annotations, summarize, video_class_scores)
+from utils.evaluation import (ACTIVITYNET_TIOU, FEATURE_FPS, SECONDS_PER_SNIPPET, THUMOS_TIOU, SegmentTable,
+                              classification_map, detection_ap, format_table, ground_truth_from_annotations,
+                              seconds_per_snippet, summarize, video_class_scores)
 
 #: Per test video: cas (T, C+1) and actionness (T, 1), float32.
 Outputs = Dict[str, Tuple[np.ndarray, np.ndarray]]
@@ -55,13 +57,15 @@ class Reference:
     ground_truth: SegmentTable
     ambiguous: Dict[int, np.ndarray]
     tiou_thresholds: np.ndarray
-    seconds_per_snippet: float = 16 / 25
+    seconds_per_snippet: float = SECONDS_PER_SNIPPET
 
     @classmethod
-    def from_dataset(cls, dataset, variant: str = "thumos", feature_fps: float = 25) -> "Reference":
+    def from_dataset(cls, dataset, variant: str = "thumos", feature_fps: float = FEATURE_FPS) -> "Reference":
         """Test videos of ``dataset``; ground truth of every test-subset video.
 
-        See docs/METHOD.md#6-activitynet and ``#8-detection-map``.
+        See docs/METHOD.md#6-activitynet and ``#8-detection-map``. ``feature_fps``
+        (``--feature_fps``) converts the annotations' seconds to snippets (ground truth,
+        ambiguous intervals) and back (exported detections, figures).
         """
         names = [dataset.video_names[i] for i in dataset.test_index]
         position = {v: p for p, v in enumerate(dataset.test_index)}
@@ -73,10 +77,11 @@ class Reference:
             position.setdefault(v, len(position))
         ground_truth = ground_truth_from_annotations(
             [dataset.segments[v] for v in gt_videos], [dataset.segment_labels[v] for v in gt_videos],
-            [position[v] for v in gt_videos])
-        ambiguous = {position[v]: ambiguous_to_snippets(iv) for v, iv in dataset.ambiguous.items() if v in position}
+            [position[v] for v in gt_videos], feature_fps)
+        ambiguous = {position[v]: ambiguous_to_snippets(iv, feature_fps)
+                     for v, iv in dataset.ambiguous.items() if v in position}
         return cls(list(dataset.class_names), names, dataset.labels[dataset.test_index], ground_truth, ambiguous,
-                   THUMOS_TIOU if variant == "thumos" else ACTIVITYNET_TIOU, 16 / feature_fps)
+                   THUMOS_TIOU if variant == "thumos" else ACTIVITYNET_TIOU, seconds_per_snippet(feature_fps))
 
     def to_json(self) -> dict:
         gt = self.ground_truth
@@ -104,6 +109,7 @@ class EvaluationResult:
     tiou_thresholds: np.ndarray
     detections: SegmentTable
     reference: Reference
+    settings: Dict[str, object] = field(default_factory=dict)  # what produced them (see `evaluate`)
 
     @property
     def selection_score(self) -> float:
@@ -150,7 +156,12 @@ def run_network(model, dataset, source: ExemplarSource, device: torch.device, *,
 def evaluate(outputs: Outputs, reference: Reference, *, proposal_method: str = "multiple_threshold_hamnet",
              gamma: float = 0.2, classification_topk: int = 1) -> EvaluationResult:
     """Detections of every video (docs/METHOD.md#7-proposals) and detection and classification mAP
-    (``#8-detection-map``)."""
+    (``#8-detection-map``).
+
+    The result's ``settings`` name everything that produced it: the proposal method and each
+    of its parameters (gamma, actionness thresholds, class threshold, soft-NMS sigma), the
+    classification top-k, the tIoU thresholds and the snippet length in seconds.
+    """
     missing = [n for n in reference.video_names if n not in outputs]
     if missing:
         raise DataError(f"no scores for {len(missing)} test videos, e.g. {missing[:3]}")
@@ -164,7 +175,26 @@ def evaluate(outputs: Outputs, reference: Reference, *, proposal_method: str = "
     scores = np.stack([video_class_scores(outputs[n][0], min(classification_topk, len(outputs[n][0])))
                        for n in reference.video_names])
     summary["cmAP"] = 100 * classification_map(scores, reference.labels)
-    return EvaluationResult(summary, ap, reference.tiou_thresholds, detections, reference)
+    settings = {"proposal_method": proposal_method, **proposal_settings(propose, gamma=gamma),
+                "classification_topk": classification_topk,
+                "tiou_thresholds": np.asarray(reference.tiou_thresholds).tolist(),
+                "seconds_per_snippet": reference.seconds_per_snippet}
+    return EvaluationResult(summary, ap, reference.tiou_thresholds, detections, reference, settings)
+
+
+def proposal_settings(propose, **given) -> dict:
+    """Every keyword parameter of a proposal method (its default unless ``given``), JSON-ready."""
+    values = {p.name: p.default for p in inspect.signature(propose).parameters.values()
+              if p.kind is p.KEYWORD_ONLY and p.name != "ambiguous"}
+    values.update(given)
+    return {k: np.asarray(v).tolist() for k, v in values.items()}
+
+
+def network_settings(args: argparse.Namespace) -> dict:
+    """How the network outputs were computed at test time (recorded in metrics.json)."""
+    return {"exemplar_mode": args.exemplar_mode, "exemplar_draws": args.exemplar_draws,
+            "exemplar_seed": args.exemplar_seed, "num_exemplars": args.num_exemplars,
+            "feature_fps": args.feature_fps}
 
 
 def test(model, dataset, source: ExemplarSource, args: argparse.Namespace, device: torch.device,
@@ -219,7 +249,7 @@ def report(result: EvaluationResult, out_dir: Path, extra: Optional[dict] = None
         false_positive_breakdown(result.detections, ref.ground_truth, len(ref.class_names)), ref.class_names)
     text += ["", "false-positive breakdown of the top-ranked detections (tIoU 0.5)", breakdown]
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", {**(extra or {}), "summary": result.summary,
+    write_json(out_dir / "metrics.json", {**(extra or {}), "settings": result.settings, "summary": result.summary,
                                           "tiou_thresholds": result.tiou_thresholds.tolist(),
                                           "per_class_ap": {c: result.ap[:, k].tolist()
                                                            for k, c in enumerate(ref.class_names)}})
@@ -230,10 +260,17 @@ def report(result: EvaluationResult, out_dir: Path, extra: Optional[dict] = None
     return "\n".join(text)
 
 
-def save_cas(outputs: Outputs, reference: Reference, result: EvaluationResult, cas_dir: Path) -> None:
+def save_cas(outputs: Outputs, reference: Reference, result: EvaluationResult, cas_dir: Path,
+             network: Optional[dict] = None) -> None:
     """Raw outputs for ``--from-cas`` and ``python -m utils.visualize``, in the one layout of
-    :mod:`utils.cas_folder`: one npz per video, meta.json (the Reference), proposals.json."""
-    write_cas_folder(cas_dir, outputs, reference.to_json(), proposals_json(result))
+    :mod:`utils.cas_folder`: one npz per video, meta.json (the Reference, and under "network"
+    how the outputs were computed: checkpoint, exemplar mode and seed ...), proposals.json."""
+    write_cas_folder(cas_dir, outputs, {**reference.to_json(), "network": network or {}}, proposals_json(result))
+
+
+def cas_network(cas_dir: Path) -> dict:
+    """How a ``--save-cas`` folder's outputs were computed (its meta.json "network"; {} if older)."""
+    return json.loads((cas_dir / "meta.json").read_text()).get("network", {})
 
 
 def load_cas(cas_dir: Path) -> Tuple[Outputs, Reference]:
@@ -264,7 +301,13 @@ def draw_videos(outputs: Outputs, result: EvaluationResult, names: List[str], ou
 # ======================================================================================
 
 def load_for_test(argv) -> Tuple[argparse.Namespace, torch.nn.Module, dict]:
-    """Options and model of a checkpoint; the checkpoint's options, overridden by flags given."""
+    """Options and model of a checkpoint.
+
+    A checkpoint of main.py restores the options that define the model, the data and the
+    post-processing (``options.checkpoint_options``), each overridden by a flag given; run
+    flags (``--device``, ``--output``, ``--amp`` ...) always come from the command line, so
+    a checkpoint trained with ``--device cuda`` evaluates on a CPU machine.
+    """
     args = parse_args(argv)
     if args.pretrained_ckpt is None:
         raise STCLError("give --pretrained-ckpt PATH (a checkpoint of main.py or the released .pkl), "
@@ -273,7 +316,7 @@ def load_for_test(argv) -> Tuple[argparse.Namespace, torch.nn.Module, dict]:
     state = ckpt.model_state_of(raw, args.pretrained_ckpt)
     given = explicit_args(argv)
     if isinstance(raw, dict) and isinstance(raw.get("args"), dict):
-        args = argparse.Namespace(**{**vars(args), **raw["args"], **given})
+        args = argparse.Namespace(**{**vars(args), **checkpoint_options(raw["args"]), **given})
     else:  # a released state dict: its shapes say D and C, and C says the variant
         try:
             d, c = ckpt.released_shape_of(state)
@@ -310,7 +353,7 @@ def _main(argv) -> int:
         result = evaluate(outputs, reference, proposal_method=args.proposal_method, gamma=args.gamma_oic,
                           classification_topk=args.classification_topk)
         out_dir = Path(args.output or Path(args.from_cas) / "eval")
-        print(report(result, out_dir, {"from_cas": args.from_cas}))
+        print(report(result, out_dir, {"from_cas": args.from_cas, **cas_network(Path(args.from_cas))}))
         print(f"\nwrote {out_dir}/metrics.json, detections.json, proposals.json, per_class_ap.csv")
         return 0
 
@@ -335,9 +378,10 @@ def _main(argv) -> int:
                       classification_topk=args.classification_topk)
     ckpt_path = Path(args.pretrained_ckpt)
     out_dir = Path(args.output or ckpt_path.with_name(ckpt_path.stem + "_test"))
-    print(report(result, out_dir, {**info, "exemplar_mode": args.exemplar_mode}))
+    network = {**info, **network_settings(args)}
+    print(report(result, out_dir, network))
     if args.save_cas:
-        save_cas(outputs, reference, result, Path(args.save_cas))
+        save_cas(outputs, reference, result, Path(args.save_cas), network)
         print(f"raw outputs saved in {args.save_cas} (re-run with: python test.py --from-cas {args.save_cas})")
     names = list(args.video) + reference.video_names[: args.visualize]
     if names:
