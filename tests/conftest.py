@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:
 SHARED = REPO.parent / "shared"
 THUMOS_ANNOTATIONS = SHARED / "data" / "thumos14" / "Thumos14reduced-Annotations"
 GOLDEN = SHARED / "data" / "golden" / "stcl_thu_official.npz"
+GOLDEN_EXEMPLARS = SHARED / "data" / "golden" / "stcl_thu_official_exemplars.npz"
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,11 @@ def golden_path() -> Path:
     if not GOLDEN.is_file():
         pytest.skip(f"golden outputs not found at {GOLDEN}")
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def golden_exemplars_path() -> Path:
+    """Path of the second golden file: M different exemplar videos per class (spec section 11)."""
+    if not GOLDEN_EXEMPLARS.is_file():
+        pytest.skip(f"golden outputs not found at {GOLDEN_EXEMPLARS}")
+    return GOLDEN_EXEMPLARS

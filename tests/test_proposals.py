@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from proposal_methods import (
-    PROPOSAL_METHODS, ambiguous_to_snippets, filter_ambiguous, grouped_runs,
+    ambiguous_to_snippets, filter_ambiguous, grouped_runs,
     multiple_threshold_hamnet, outer_inner_contrast, soft_nms, video_scores,
 )
 from utils.evaluation import SegmentTable
@@ -162,6 +162,3 @@ def test_ambiguous_argument_filters_detections_of_this_video_only():
                                                                   8: np.array([[10, 12]])})
     assert len(dets) == 5 and set(dets.start) == {10}
 
-
-def test_methods_are_selectable_by_name():
-    assert PROPOSAL_METHODS["multiple_threshold_hamnet"] is multiple_threshold_hamnet
