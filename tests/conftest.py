@@ -40,7 +40,7 @@ def golden_path() -> Path:
 
 @pytest.fixture(scope="session")
 def golden_exemplars_path() -> Path:
-    """Path of the second golden file: M different exemplar videos per class (spec section 11)."""
+    """Path of the second golden file: M different exemplar videos per class (docs/METHOD.md#11-golden-outputs)."""
     if not GOLDEN_EXEMPLARS.is_file():
         pytest.skip(f"golden outputs not found at {GOLDEN_EXEMPLARS}")
     return GOLDEN_EXEMPLARS

@@ -134,8 +134,8 @@ def seconds_to_snippets(t, fps: float = FEATURE_FPS) -> np.ndarray:
     same float (np.rint is IEEE round-half-even on the exact value, which is what Python's
     round computes too); 100 of the THUMOS-14 test boundaries depend on this.
     """
-    # t * fps / 16, in this order (as the spec's round(t * 25 / 16)): t / (16 / fps) can differ
-    # in the last bit, which moves exact halves.
+    # t * fps / 16 in this order, as round(t * 25 / 16) in docs/METHOD.md#8-detection-map:
+    # t / (16 / fps) can differ in the last bit, which moves exact halves.
     return np.rint(np.asarray(t, dtype=np.float64) * fps / SNIPPET_FRAMES).astype(np.int64)
 
 
