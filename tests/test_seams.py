@@ -137,9 +137,9 @@ def test_gamma_oic_through_from_cas_changes_the_detections_as_computed_by_hand(t
 def test_metrics_json_records_everything_that_produced_it(demo, tmp_path):
     path = save_checkpoint(demo, tmp_path / "m.pt")
     out, cas = tmp_path / "out", tmp_path / "cas"
-    assert test_py.main(["--pretrained-ckpt", str(path), "--device", "cpu", "--output", str(out), "--save-cas", str(cas),
-                         "--gamma-oic", "0.3", "--classification-topk", "2", "--exemplar-mode", "resample",
-                         "--exemplar-seed", "4", "--exemplar-draws", "1"]) == 0
+    assert test_py.main(["--pretrained-ckpt", str(path), "--device", "cpu", "--output", str(out),
+                         "--save-cas", str(cas), "--gamma-oic", "0.3", "--classification-topk", "2",
+                         "--exemplar-mode", "resample", "--exemplar-seed", "4", "--exemplar-draws", "1"]) == 0
     assert test_py.main(["--from-cas", str(cas), "--gamma-oic", "0.1", "--output", str(tmp_path / "replay")]) == 0
     for folder, gamma, topk in ((out, 0.3, 2), (tmp_path / "replay", 0.1, 1)):
         metrics = read_json(folder / "metrics.json")
