@@ -12,7 +12,8 @@ from dataset.make_demo import make_demo_dataset
 from model import STCLNet
 from options import parse_args
 from train import build_model
-from utils.evaluation import SegmentTable, THUMOS_TIOU
+from utils.cas_folder import write_cas_folder
+from utils.evaluation import THUMOS_TIOU, SegmentTable
 
 C, D = 3, 16
 SHAPE = ["--num-class", str(C), "--feature-size", str(D), "--max-seqlen", "16"]
@@ -77,17 +78,17 @@ def test_feature_fps_reaches_ground_truth_ambiguous_intervals_exported_seconds_a
     names = [n.decode() for n in np.load(folder / "videoname.npy")]
     test_videos = [i for i, s in enumerate(np.load(folder / "subset.npy")) if s == b"test"]
     segments = np.load(folder / "segments.npy", allow_pickle=True)
-    ground_truth = read_json(cas / "ground_truth.json")
-    for v in test_videos:
-        expected = [[round(s * 30 / 16), round(e * 30 / 16)] for s, e in segments[v]]
-        assert [row[:2] for row in ground_truth[names[v]]] == expected
-        assert expected != [[round(s * 25 / 16), round(e * 25 / 16)] for s, e in segments[v]]
-
     meta = read_json(cas / "meta.json")
     assert meta["scale"] == 16 / 30
+    position = {name: p for p, name in enumerate(meta["video_names"])}
+    for v in test_videos:
+        expected = [[round(s * 30 / 16), round(e * 30 / 16)] for s, e in segments[v]]
+        rows = [row[2:] for row in meta["ground_truth_rows"] if row[0] == position[names[v]]]
+        assert rows == expected
+        assert expected != [[round(s * 25 / 16), round(e * 25 / 16)] for s, e in segments[v]]
+
     ambiguous_lines = [line.split() for line in (folder / "Ambiguous_test.txt").read_text().splitlines()]
     assert ambiguous_lines
-    position = {name: p for p, name in enumerate(meta["video_names"])}
     for name, start, end in ambiguous_lines:
         assert [round(float(start) * 30 / 16), round(float(end) * 30 / 16)] in meta["ambiguous"][str(position[name])]
 
@@ -104,14 +105,11 @@ def test_feature_fps_reaches_ground_truth_ambiguous_intervals_exported_seconds_a
 def hand_made_cas_folder(folder):
     """One video of 4 snippets, one class: cas[:, 0] = 2, 1, 0, 0 (background 0, 0, 1, 1), attn
     0.95, 0.95, 0.05, 0.05, and one ground truth [0, 2)."""
-    folder.mkdir()
     cas = np.array([[2, 0], [1, 0], [0, 1], [0, 1]], np.float32)
     attn = np.array([[0.95], [0.95], [0.05], [0.05]], np.float32)
-    np.savez(folder / "v.npz", cas=cas, attn=attn)
     reference = test_py.Reference(["A"], ["v"], np.ones((1, 1), np.float32),
                                   SegmentTable([0], [0], [0], [2], [1]), {}, THUMOS_TIOU, 16 / 25)
-    (folder / "meta.json").write_text(json.dumps(reference.to_json()))
-    return folder
+    return write_cas_folder(folder, {"v": (cas, attn)}, reference.to_json(), {"v": []})
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5])
