@@ -9,6 +9,10 @@ Three pieces, as in DETR:
 - :class:`STCLNet`, the network (cross-modal attention, fusion, base head, TCL, SCL);
 - :class:`STCLCriterion`, the training objective, returning a dict of named loss terms;
 - the post-processing lives in ``proposal_methods.py``.
+
+The file has three sections: the network's modules; "Exemplar bank" (SCL's exemplars and
+the fast path that builds them, with a note on why it is exact); "Training objective"
+(one function per loss term, and the criterion).
 """
 from __future__ import annotations
 
@@ -59,45 +63,9 @@ def gather_snippets(x: Tensor, idx: Tensor) -> Tensor:
     return x.gather(2, idx.unsqueeze(1).expand(-1, x.shape[1], -1))
 
 
-def snippet_windows(x: Tensor, idx: Tensor, kernel: int) -> Tensor:
-    """What a k-tap conv (padding k // 2) reads to compute its output at snippets ``idx``.
-
-    x: (V, K, N), idx: (V, S) -> (V*S, K, kernel), the zero-padded window centred on each
-    snippet, so that a conv without padding over a window gives that snippet's output.
-    """
-    v, k, _ = x.shape
-    s = idx.shape[1]
-    padded = F.pad(x, (kernel // 2, kernel // 2))
-    taps = idx.unsqueeze(-1) + torch.arange(kernel, device=idx.device)  # (V, S, kernel), columns of padded
-    return gather_snippets(padded, taps.reshape(v, s * kernel)).reshape(v, k, s, kernel).transpose(1, 2) \
-        .reshape(v * s, k, kernel)
-
-
 def dropped(x: Tensor, dropout: nn.Dropout, keep: Optional[Tensor]) -> Tensor:
     """``dropout(x)``, or with a mask drawn ahead (``keep``: 0/1, broadcastable to x)."""
     return dropout(x) if keep is None else x * keep / (1 - dropout.p)
-
-
-@dataclass
-class EmbedMasks:
-    """Dropout masks of the embedding (attention gates and fusion), drawn ahead of a pass.
-
-    The exemplar bank draws them so that it can recompute part of its pass with the very
-    same dropout (:meth:`STCLNet.exemplar_bank`). uint8, 1 = kept (scaled by 1/(1-p)), 0 = dropped.
-
-    rgb, flow: each stream's (global gate (V, D/2, 1), local gate (V, D/2, N));
-    fusion: (V, D, N).
-    """
-
-    rgb: Tuple[Tensor, Tensor]
-    flow: Tuple[Tensor, Tensor]
-    fusion: Tensor
-
-    def at(self, idx: Tensor) -> "EmbedMasks":
-        """The masks of the snippets ``idx`` (V, S) only (the global gates are per video)."""
-        return EmbedMasks(rgb=(self.rgb[0], gather_snippets(self.rgb[1], idx)),
-                          flow=(self.flow[0], gather_snippets(self.flow[1], idx)),
-                          fusion=gather_snippets(self.fusion, idx))
 
 
 class ClassifierHead(nn.Sequential):
@@ -113,6 +81,12 @@ class CrossModalAttention(nn.Module):
 
     ``global_gate`` is METHOD.md's g (released ``channel_conv``), ``local_gate`` its h
     (released ``bit_wise_attn``), ``actionness`` the head that gives a.
+
+    The gates are ``nn.Sequential(conv, LReLU, Dropout)`` only so that their state-dict names
+    (``local_gate.0.weight`` ...) map one to one onto the released ones (``bit_wise_attn.0.weight``,
+    see ``utils/checkpoint.py``); the code unpacks them (``gate_conv, activation, dropout =
+    self.local_gate``) to apply a dropout mask drawn ahead, or to compute a conv in another
+    form. ``STCLNet.fusion`` is kept as a Sequential for the same reason.
     """
 
     def __init__(self, stream_width: int, hidden: int):
@@ -131,11 +105,30 @@ class CrossModalAttention(nn.Module):
         ``keep``: the dropout masks of the two gates, drawn ahead (:class:`EmbedMasks`);
         None draws them here.
         """
-        g = self.global_gate_of(main.mean(dim=-1), None if keep is None else keep[0])  # (B, D/2, 1)
-        h = dropped(self.local_gate[1](self.local_gate[0](other)), self.local_gate[2],
-                    None if keep is None else keep[1])  # (B, D/2, T)
-        filtered = torch.sigmoid(h * g) * main
+        filtered = self.filtered(main, other, keep)
         return self.actionness(filtered), filtered
+
+    def filtered(self, main: Tensor, other: Tensor, keep: Optional[Tuple[Tensor, Tensor]] = None,
+                 idx: Optional[Tensor] = None) -> Tensor:
+        """The main stream gated by both streams, ``sigmoid(h * g) * main``.
+
+        main, other: (V, D/2, N) -> (V, D/2, N); with ``idx`` (V, S), at those snippets only
+        -> (V, D/2, S), for the exemplar bank (section "Exemplar bank" below): there the local
+        gate, a k3 conv, is computed on each snippet's window as one matmul (exact; conv
+        kernels are slow on thousands of length-1 outputs, in the backward pass above all).
+        ``keep``: the gates' dropout masks drawn ahead (at ``idx`` when given); None draws them.
+        """
+        g = self.global_gate_of(main.mean(dim=-1), None if keep is None else keep[0])  # (V, D/2, 1)
+        gate_conv, activation, dropout = self.local_gate
+        if idx is None:
+            h = activation(gate_conv(other))  # (V, D/2, N)
+        else:
+            v, s = idx.shape
+            windows = snippet_windows(other, idx, gate_conv.kernel_size[0])  # (V*S, D/2, 3)
+            h = activation(F.linear(windows.flatten(1), gate_conv.weight.flatten(1), gate_conv.bias))  # (V*S, D/2)
+            h, main = h.reshape(v, s, -1).transpose(1, 2), gather_snippets(main, idx)
+        h = dropped(h, dropout, None if keep is None else keep[1])
+        return torch.sigmoid(h * g) * main
 
     def global_gate_of(self, mean: Tensor, keep: Optional[Tensor] = None) -> Tensor:
         """The global gate g from the temporal mean of the main stream: (B, D/2) -> (B, D/2, 1).
@@ -146,22 +139,6 @@ class CrossModalAttention(nn.Module):
         gate_conv, activation, dropout = self.global_gate
         g = activation(F.linear(mean, gate_conv.weight[:, :, 1], gate_conv.bias)).unsqueeze(-1)
         return dropped(g, dropout, keep)
-
-    def filtered_at(self, main: Tensor, other: Tensor, idx: Tensor, keep: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
-        """The filtered main stream at the snippets ``idx`` only (the actionness is skipped).
-
-        main, other: (V, D/2, N), idx: (V, S), keep: the gates' masks at those snippets
-        (:meth:`EmbedMasks.at`) or None -> (V, D/2, S), equal to ``forward``'s at ``idx``.
-        """
-        gate_conv, activation, dropout = self.local_gate
-        v, s = idx.shape
-        # A k3 conv at one snippet is a linear map of its window (as matmuls: conv kernels are
-        # slow, in the backward pass above all, on thousands of length-1 outputs).
-        windows = snippet_windows(other, idx, gate_conv.kernel_size[0])  # (V*S, D/2, 3)
-        h = activation(F.linear(windows.flatten(1), gate_conv.weight.flatten(1), gate_conv.bias))  # (V*S, D/2)
-        h = dropped(h.reshape(v, s, -1).transpose(1, 2), dropout, None if keep is None else keep[1])
-        g = self.global_gate_of(main.mean(dim=-1), None if keep is None else keep[0])
-        return torch.sigmoid(h * g) * gather_snippets(main, idx)
 
 
 class CorrelationLayer(nn.Module):
@@ -263,100 +240,28 @@ class STCLNet(nn.Module):
         features: (B, T, D) -> x (B, D, T), attn, attn_rgb, attn_flow (B, 1, T).
         masks: dropout masks drawn ahead (:meth:`embed_masks`); None draws them here.
         """
-        f = features.transpose(1, 2)
-        rgb, flow = f[:, : self.feature_size // 2], f[:, self.feature_size // 2:]
+        rgb, flow = self.streams(features)
         attn_rgb, filtered_rgb = self.attention_rgb(rgb, flow, masks and masks.rgb)
         attn_flow, filtered_flow = self.attention_flow(flow, rgb, masks and masks.flow)
         x = self.fuse(torch.cat([filtered_rgb, filtered_flow], dim=1), masks and masks.fusion)
         return x, (attn_rgb + attn_flow) / 2, attn_rgb, attn_flow
+
+    def streams(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+        """features (V, T, D) -> the RGB and flow streams, each (V, D/2, T)."""
+        f = features.transpose(1, 2)
+        return f[:, : self.feature_size // 2], f[:, self.feature_size // 2:]
 
     def fuse(self, z: Tensor, keep: Optional[Tensor] = None) -> Tensor:
         """The fusion layer, ``Dropout(LReLU(conv_k1(z)))``: (B, D, T) -> (B, D, T)."""
         fusion_conv, activation, dropout = self.fusion
         return dropped(activation(fusion_conv(z)), dropout, keep)
 
-    def embed_masks(self, v: int, n: int, device: torch.device) -> EmbedMasks:
-        """Fresh dropout masks for :meth:`embed` of V videos of N snippets (training mode)."""
-        half = self.feature_size // 2
-
-        def keep(shape, dropout: nn.Dropout) -> Tensor:
-            return torch.empty(shape, dtype=torch.uint8, device=device).bernoulli_(1 - dropout.p)
-
-        def gates(attention: CrossModalAttention):
-            return keep((v, half, 1), attention.global_gate[2]), keep((v, half, n), attention.local_gate[2])
-
-        return EmbedMasks(rgb=gates(self.attention_rgb), flow=gates(self.attention_flow),
-                          fusion=keep((v, self.feature_size, n), self.fusion[2]))
-
     def exemplar_bank(self, exemplar_videos: Tensor) -> Tensor:
-        """SCL exemplar extraction (docs/METHOD.md#3-scl, steps 2-5).
+        """The SCL exemplar bank (docs/METHOD.md#3-scl, steps 2-5): (C, M, N, D) -> (C+1, D, M).
 
-        exemplar_videos: (C, M, N, D) snippet features of M training videos per class.
-        Returns the exemplar bank E: (C+1, D, M), background set last.
-
-        The bank is a mean of 2 * N//10 fused snippets per video, so the gradient only flows
-        through those: the whole pass runs without autograd to pick them, then only the
-        picked snippets are recomputed with autograd (the same dropout masks, drawn ahead).
-        The gradient is the one of the plain computation (``tests/oracles/released_loops.py``
-        keeps it, tests compare the two), at a small fraction of its backward cost and memory.
+        See :func:`exemplar_bank` in the section "Exemplar bank" below.
         """
-        c, m, n, d = exemplar_videos.shape
-        if c != self.num_class:
-            raise ValueError(f"exemplar videos hold {c} classes, the model has {self.num_class}")
-        videos = exemplar_videos.reshape(c * m, n, d)
-        masks = self.embed_masks(c * m, n, videos.device) if self.training else None
-        with torch.no_grad():
-            xe, ae, _, _ = self.embed(videos, masks=masks)  # (C*M, D, N), (C*M, 1, N)
-            idx = self.exemplar_snippets(xe, ae, m)  # (C*M, 2k)
-        if torch.is_grad_enabled():
-            picked = self.embed_at(videos, idx, masks)
-        else:
-            picked = gather_snippets(xe, idx)
-        return self.bank_from_snippets(picked, c, m)
-
-    def exemplar_snippets(self, xe: Tensor, ae: Tensor, m: int) -> Tensor:
-        """Which snippets make each exemplar (docs/METHOD.md#3-scl, steps 3-4).
-
-        xe: (C*M, D, N) fused features and ae: (C*M, 1, N) actionness of M videos per class.
-        Returns (C*M, 2k), k = max(1, N//10): the top-k snippets of each video by the
-        suppressed score of its own class, then its top-k by the raw background score.
-        """
-        ce = self.cls_base(xe).transpose(1, 2)  # (C*M, N, C+1)
-        supp = suppress_with_actionness(ce, ae.transpose(1, 2))
-        videos = torch.arange(ce.shape[0], device=ce.device)
-        foreground = supp[videos, :, videos // m]  # (C*M, N): video i belongs to class i // M
-        background = ce[..., -1]  # (C*M, N)
-        k = max(1, ce.shape[1] // 10)
-        return torch.cat([foreground.topk(k, dim=1).indices, background.topk(k, dim=1).indices], dim=1)
-
-    def embed_at(self, videos: Tensor, idx: Tensor, masks: Optional[EmbedMasks] = None) -> Tensor:
-        """The fused features x of the snippets ``idx`` only: (V, N, D), (V, S) -> (V, D, S).
-
-        Equal to ``embed(videos, masks=masks)[0]`` at ``idx``: the fusion is a k1 conv, the
-        local gate a k3 conv computed on each snippet's window, the global gate reads the
-        mean of all N snippets (one vector per video); the actionness is not needed.
-        """
-        f = videos.transpose(1, 2)
-        rgb, flow = f[:, : self.feature_size // 2], f[:, self.feature_size // 2:]
-        picked = masks.at(idx) if masks is not None else None
-        filtered_rgb = self.attention_rgb.filtered_at(rgb, flow, idx, picked and picked.rgb)
-        filtered_flow = self.attention_flow.filtered_at(flow, rgb, idx, picked and picked.flow)
-        z = torch.cat([filtered_rgb, filtered_flow], dim=1).transpose(1, 2)  # (V, S, D)
-        fusion_conv, activation, dropout = self.fusion  # a k1 conv: a matmul per snippet
-        x = activation(F.linear(z, fusion_conv.weight[:, :, 0], fusion_conv.bias)).transpose(1, 2)
-        return dropped(x, dropout, picked and picked.fusion)
-
-    @staticmethod
-    def bank_from_snippets(picked: Tensor, c: int, m: int) -> Tensor:
-        """docs/METHOD.md#3-scl, steps 4-5: (C*M, D, 2k) picked features -> the bank (C+1, D, M).
-
-        The first k columns of each video are its foreground snippets, the last k its
-        background snippets; the background set is the mean over classes.
-        """
-        k, d = picked.shape[2] // 2, picked.shape[1]
-        fg = picked[..., :k].mean(dim=2).reshape(c, m, d)
-        bg = picked[..., k:].mean(dim=2).reshape(c, m, d).mean(dim=0, keepdim=True)
-        return torch.cat([fg, bg], dim=0).transpose(1, 2)  # (C+1, D, M)
+        return exemplar_bank(self, exemplar_videos)
 
     def smooth(self, s: Tensor) -> Tensor:
         """ActivityNet smoothing over time (identity for THUMOS): (B, K, T) -> (B, K, T)."""
@@ -395,6 +300,146 @@ class STCLNet(nn.Module):
         out = {"feat": x, "cas": cas, "cas_base": cas_base, "cas_intra": cas_intra, "cas_inter": cas_inter,
                "attn": attn, "attn_rgb": attn_rgb, "attn_flow": attn_flow}
         return {name: t.transpose(1, 2) for name, t in out.items()}
+
+
+# ======================================================================================
+# Exemplar bank: SCL's exemplars and their fast path (docs/METHOD.md#3-scl, steps 2-5)
+# ======================================================================================
+# What it computes: the exemplar bank E (C+1, D, M). Each exemplar is the mean of the
+# fused features x of 2 * max(1, N//10) snippets of one exemplar video: its top snippets by
+# the suppressed score of its class, and by the background score.
+# Why it is fast: the released code records the whole exemplar pass (C*M videos of N
+# snippets) for autograd, but E depends on x at the picked snippets only, and picking (a
+# top-k) has no gradient. So the pass runs without autograd to pick the snippets, and x is
+# recomputed with autograd at those snippets only (:func:`embed_at`).
+# Why it is exact: x at a snippet reads the global gate (a function of the video's mean
+# over all N snippets, recomputed from all of them), the local gate (a k3 conv, whose
+# output at a snippet is a linear map of the 3-snippet window around it,
+# :func:`snippet_windows`) and the fusion (a k1 conv, per snippet a matmul); the embedding
+# is the same code (:meth:`CrossModalAttention.filtered`) on either path, and the dropout
+# masks are drawn once ahead (:class:`EmbedMasks`) and used by both passes. So the bank and
+# every gradient are those of the full pass.
+# The proof: tests/test_model.py::test_exemplar_bank_recomputes_what_the_full_pass_computes
+# (bank and gradients against the released full pass, tests/oracles/released_loops.py, in
+# training and evaluation mode), test_exemplar_bank_matches_loop (one exemplar video at a
+# time) and test_snippet_windows_feed_a_conv_its_own_output_at_those_snippets.
+
+@dataclass
+class EmbedMasks:
+    """Dropout masks of the embedding (attention gates and fusion), drawn ahead of a pass.
+
+    The exemplar bank draws them so that it can recompute part of its pass with the very
+    same dropout (:meth:`STCLNet.exemplar_bank`). uint8, 1 = kept (scaled by 1/(1-p)), 0 = dropped.
+
+    rgb, flow: each stream's (global gate (V, D/2, 1), local gate (V, D/2, N));
+    fusion: (V, D, N).
+    """
+
+    rgb: Tuple[Tensor, Tensor]
+    flow: Tuple[Tensor, Tensor]
+    fusion: Tensor
+
+    def at(self, idx: Tensor) -> "EmbedMasks":
+        """The masks of the snippets ``idx`` (V, S) only (the global gates are per video)."""
+        return EmbedMasks(rgb=(self.rgb[0], gather_snippets(self.rgb[1], idx)),
+                          flow=(self.flow[0], gather_snippets(self.flow[1], idx)),
+                          fusion=gather_snippets(self.fusion, idx))
+
+
+def snippet_windows(x: Tensor, idx: Tensor, kernel: int) -> Tensor:
+    """What a k-tap conv (padding k // 2) reads to compute its output at snippets ``idx``.
+
+    x: (V, K, N), idx: (V, S) -> (V*S, K, kernel), the zero-padded window centred on each
+    snippet, so that a conv without padding over a window gives that snippet's output.
+    """
+    v, k, _ = x.shape
+    s = idx.shape[1]
+    padded = F.pad(x, (kernel // 2, kernel // 2))
+    taps = idx.unsqueeze(-1) + torch.arange(kernel, device=idx.device)  # (V, S, kernel), columns of padded
+    return gather_snippets(padded, taps.reshape(v, s * kernel)).reshape(v, k, s, kernel).transpose(1, 2) \
+        .reshape(v * s, k, kernel)
+
+
+def draw_embed_masks(model: "STCLNet", v: int, n: int, device: torch.device) -> EmbedMasks:
+    """Fresh dropout masks for :meth:`STCLNet.embed` of V videos of N snippets (training mode)."""
+    half = model.feature_size // 2
+
+    def keep(shape, dropout: nn.Dropout) -> Tensor:
+        return torch.empty(shape, dtype=torch.uint8, device=device).bernoulli_(1 - dropout.p)
+
+    def gates(attention: CrossModalAttention):
+        return keep((v, half, 1), attention.global_gate[2]), keep((v, half, n), attention.local_gate[2])
+
+    return EmbedMasks(rgb=gates(model.attention_rgb), flow=gates(model.attention_flow),
+                      fusion=keep((v, model.feature_size, n), model.fusion[2]))
+
+
+def exemplar_bank(model: "STCLNet", exemplar_videos: Tensor) -> Tensor:
+    """SCL exemplar extraction (docs/METHOD.md#3-scl, steps 2-5), with the model's weights.
+
+    exemplar_videos: (C, M, N, D) snippet features of M training videos per class.
+    Returns the exemplar bank E: (C+1, D, M), background set last. Autograd records only
+    the picked snippets (see the head of this section).
+    """
+    c, m, n, d = exemplar_videos.shape
+    if c != model.num_class:
+        raise ValueError(f"exemplar videos hold {c} classes, the model has {model.num_class}")
+    videos = exemplar_videos.reshape(c * m, n, d)
+    masks = draw_embed_masks(model, c * m, n, videos.device) if model.training else None
+    with torch.no_grad():
+        xe, ae, _, _ = model.embed(videos, masks=masks)  # (C*M, D, N), (C*M, 1, N)
+        idx = exemplar_snippets(model, xe, ae, m)  # (C*M, 2k)
+    if torch.is_grad_enabled():
+        picked = embed_at(model, videos, idx, masks)
+    else:
+        picked = gather_snippets(xe, idx)
+    return bank_from_snippets(picked, c, m)
+
+
+def exemplar_snippets(model: "STCLNet", xe: Tensor, ae: Tensor, m: int) -> Tensor:
+    """Which snippets make each exemplar (docs/METHOD.md#3-scl, steps 3-4).
+
+    xe: (C*M, D, N) fused features and ae: (C*M, 1, N) actionness of M videos per class.
+    Returns (C*M, 2k), k = max(1, N//10): the top-k snippets of each video by the
+    suppressed score of its own class, then its top-k by the raw background score.
+    """
+    ce = model.cls_base(xe).transpose(1, 2)  # (C*M, N, C+1)
+    supp = suppress_with_actionness(ce, ae.transpose(1, 2))
+    videos = torch.arange(ce.shape[0], device=ce.device)
+    foreground = supp[videos, :, videos // m]  # (C*M, N): video i belongs to class i // M
+    background = ce[..., -1]  # (C*M, N)
+    k = max(1, ce.shape[1] // 10)
+    return torch.cat([foreground.topk(k, dim=1).indices, background.topk(k, dim=1).indices], dim=1)
+
+
+def embed_at(model: "STCLNet", videos: Tensor, idx: Tensor, masks: Optional[EmbedMasks] = None) -> Tensor:
+    """The fused features x of the snippets ``idx`` only: (V, N, D), (V, S) -> (V, D, S).
+
+    Equal to ``model.embed(videos, masks=masks)[0]`` at ``idx``, without the actionness.
+    The fusion is a k1 conv; at S scattered snippets it is computed as one matmul over
+    (V*S) rows (the same function as :meth:`STCLNet.fuse`, in the form that is fast here).
+    """
+    rgb, flow = model.streams(videos)
+    picked = masks.at(idx) if masks is not None else None
+    filtered_rgb = model.attention_rgb.filtered(rgb, flow, picked and picked.rgb, idx)
+    filtered_flow = model.attention_flow.filtered(flow, rgb, picked and picked.flow, idx)
+    z = torch.cat([filtered_rgb, filtered_flow], dim=1).transpose(1, 2)  # (V, S, D)
+    fusion_conv, activation, dropout = model.fusion
+    x = activation(F.linear(z, fusion_conv.weight[:, :, 0], fusion_conv.bias)).transpose(1, 2)
+    return dropped(x, dropout, picked and picked.fusion)
+
+
+def bank_from_snippets(picked: Tensor, c: int, m: int) -> Tensor:
+    """docs/METHOD.md#3-scl, steps 4-5: (C*M, D, 2k) picked features -> the bank (C+1, D, M).
+
+    The first k columns of each video are its foreground snippets, the last k its
+    background snippets; the background set is the mean over classes.
+    """
+    k, d = picked.shape[2] // 2, picked.shape[1]
+    fg = picked[..., :k].mean(dim=2).reshape(c, m, d)
+    bg = picked[..., k:].mean(dim=2).reshape(c, m, d).mean(dim=0, keepdim=True)
+    return torch.cat([fg, bg], dim=0).transpose(1, 2)  # (C+1, D, M)
+
 
 
 # ======================================================================================

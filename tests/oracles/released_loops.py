@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model import STCLNet, SemanticCorrelation, cosine_matrix, gather_snippets
+from model import (STCLNet, SemanticCorrelation, bank_from_snippets, cosine_matrix, draw_embed_masks,
+                   exemplar_snippets, gather_snippets)
 from wsad_dataset import random_perturb
 
 
@@ -61,11 +62,11 @@ class LoopSTCLNet(STCLNet):
         """(C, M, N, D) -> (C+1, D, M), autograd through every exemplar snippet."""
         c, m, n, d = exemplar_videos.shape
         videos = exemplar_videos.reshape(c * m, n, d)
-        masks = self.embed_masks(c * m, n, videos.device) if self.training else None
+        masks = draw_embed_masks(self, c * m, n, videos.device) if self.training else None
         xe, ae, _, _ = self.embed(videos, masks=masks)  # (C*M, D, N), with autograd
         with torch.no_grad():
-            idx = self.exemplar_snippets(xe, ae, m)
-        return self.bank_from_snippets(gather_snippets(xe, idx), c, m)
+            idx = exemplar_snippets(self, xe, ae, m)
+        return bank_from_snippets(gather_snippets(xe, idx), c, m)
 
 
 def loop_exemplar_videos(dataset, m: int, rng: np.random.Generator, device: torch.device) -> Tensor:
