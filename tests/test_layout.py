@@ -1,4 +1,4 @@
-"""Who may import whom (docs: README "Code layout").
+"""Who may import whom (README, "Code layout"), and requirements.txt against the imports.
 
 Test modules import the product, ``tests.helpers`` and ``tests.oracles``, never each other
 nor a benchmark (except a test whose subject is that benchmark script); benchmarks import
@@ -50,3 +50,36 @@ def test_benchmarks_import_the_product_and_the_oracles_only():
         if found:
             bad[path.name] = found
     assert not bad, f"benchmarks may import tests.oracles, nothing else of tests/: {bad}"
+
+
+def requirement_names(path: Path) -> set:
+    """Package names of a requirements file (``-r`` lines and comments skipped)."""
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            names.add(line.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip())
+    return names
+
+
+def test_requirements_txt_lists_exactly_what_the_product_imports():
+    import sys
+
+    project = {p.stem for p in REPO.glob("*.py")} | {"utils", "dataset", "tests", "benchmarks"}
+    optional = {"sweep.py": REPO / "requirements-sweep.txt"}  # extras with their own file
+    product = [*REPO.glob("*.py"), *(REPO / "utils").glob("*.py"), *(REPO / "dataset").glob("*.py")]
+    package_of = {"torch.utils.tensorboard": "tensorboard", "yaml": "pyyaml"}
+    needed, extras = set(), {}
+    for path in product:
+        for module in imported_modules(path):
+            top = module.split(".")[0]
+            if top in project or top in sys.stdlib_module_names:
+                continue
+            name = package_of.get(module, package_of.get(top, top))
+            if path.name in optional:
+                extras.setdefault(path.name, set()).add(name)
+            else:
+                needed.add(name)
+    assert requirement_names(REPO / "requirements.txt") == needed
+    for name, packages in extras.items():
+        assert packages - needed <= requirement_names(optional[name]), name
