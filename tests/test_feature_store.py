@@ -174,3 +174,19 @@ def test_real_thumos_annotations_give_the_same_dataset_from_both_formats(tmp_pat
     for (a, *rest_a), (b, *rest_b) in zip(mapped.test_videos(), released.test_videos()):
         np.testing.assert_array_equal(a, b)
         assert rest_a[1:] == rest_b[1:]
+
+
+def test_feature_format_and_exemplar_pool_flags_reach_the_training_run(demo, tmp_path):
+    import main
+
+    base = ["--path-dataset", str(demo), "--num-class", str(C), "--feature-size", str(D), "--max-seqlen", str(N),
+            "--num-exemplars", str(M), "--batch-size", "4", "--num-similar", "1", "--device", "cpu",
+            "--output-dir", str(tmp_path)]
+    run = main.TrainingRun.start_or_resume(parse_args(base), progress=False)
+    run.log.close()  # the defaults: the store is found, and a mapped store's pools stay on the host on the CPU
+    assert run.dataset.store.mapped and run.source.placement == "host"
+    run = main.TrainingRun.start_or_resume(parse_args(base + ["--feature-format", "joint", "--exemplar-pool", "host",
+                                                              "--model-name", "joint"]), progress=False)
+    run.log.close()
+    assert not run.dataset.store.mapped and run.source.placement == "host"
+    assert main.build_dataset(parse_args(base + ["--feature-format", "store"])).store.mapped
