@@ -16,3 +16,11 @@ class DataError(STCLError, ValueError):
 
 class CheckpointError(STCLError, ValueError):
     """A checkpoint is missing, truncated, corrupted or does not fit the model."""
+
+
+class VideoError(STCLError, ValueError):
+    """A video file cannot be opened or decoded, has no video stream, or is too short."""
+
+
+class WeightsError(STCLError, ValueError):
+    """An I3D weights file is missing, unreadable, or its keys or shapes do not fit the network."""
