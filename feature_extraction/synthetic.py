@@ -93,3 +93,52 @@ def random_i3d_weights(path, in_channels: int, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return path
+
+
+#: The generated sample: two 'actions', a texture sliding right or sliding down.
+SAMPLE_CLASSES = {"SlideRight": (2, 0), "SlideDown": (0, 2)}
+
+
+def _sliding_video(velocity, start: int, end: int, num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
+    """(N, H, W, 3) uint8: a still texture that slides by `velocity` px per frame during frames [start, end)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    margin = 2 * (end - start) + 8
+    noise = cv2.GaussianBlur(rng.uniform(0, 255, (height + 2 * margin, width + 2 * margin)).astype(np.float32),
+                             (0, 0), 2.0)
+    big = cv2.normalize(noise, None, 20, 235, cv2.NORM_MINMAX).astype(np.uint8)
+    frames = np.empty((num_frames, height, width), np.uint8)
+    for i in range(num_frames):
+        steps = min(max(i - start, 0), end - start)
+        dx, dy = velocity[0] * steps, velocity[1] * steps
+        frames[i] = big[margin - dy:margin - dy + height, margin - dx:margin - dx + width]
+    return np.repeat(frames[..., None], 3, axis=-1)
+
+
+def write_sample(folder, videos_per_class: int = 4, seconds: float = 4.0, fps: int = 30, seed: int = 0) -> list[Path]:
+    """A tiny THUMOS-style dataset to try the pipeline on: videos/, annotations.csv and
+    stand-in random I3D weights (weights/rgb_random.pt, weights/flow_random.pt).
+
+    Per class, `videos_per_class` videos of `seconds` s at `fps` (96 x 64 px); the last one of
+    each class is in the test subset, the others in validation (which trains, as in THUMOS).
+    """
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    rows, written = ["video,subset,start,end,label,duration"], []
+    num_frames = int(round(seconds * fps))
+    for c, (label, velocity) in enumerate(SAMPLE_CLASSES.items()):
+        for i in range(videos_per_class):
+            start_s = float(rng.uniform(0.5, 1.2))
+            end_s = min(start_s + float(rng.uniform(1.2, 2.0)), seconds - 0.3)
+            name = f"sample_{label.lower()}_{i}"
+            frames = _sliding_video(velocity, int(start_s * fps), int(end_s * fps), num_frames, 64, 96,
+                                    seed=seed * 100 + c * 10 + i)
+            written.append(write_video(folder / "videos" / f"{name}.mp4", frames, fps=fps))
+            subset = "test" if i == videos_per_class - 1 else "validation"
+            rows.append(f"{name},{subset},{start_s:.2f},{end_s:.2f},{label},{seconds}")
+    (folder / "annotations.csv").write_text("\n".join(rows) + "\n")
+    written.append(folder / "annotations.csv")
+    written.append(random_i3d_weights(folder / "weights" / "rgb_random.pt", 3, seed=seed + 1))
+    written.append(random_i3d_weights(folder / "weights" / "flow_random.pt", 2, seed=seed + 2))
+    return written

@@ -1,0 +1,239 @@
+"""Video files -> two-stream I3D features in the layout the loader reads (README, "Your own videos").
+
+    python extract_features.py VIDEO_OR_DIR... --out dataset/MyData --name MyData \\
+        --rgb-weights models/rgb_imagenet.pt --flow-weights models/flow_imagenet.pt \\
+        [--annotations annotations.json|.csv]
+
+writes ``<out>/features/<video>.npy`` ((T, 2048) float32 each, written to a temporary file
+and renamed, so a killed run leaves no partial file and a rerun skips what is done),
+``<out>/<name>-Annotations/`` (imported from --annotations) and the joint
+``<out>/<name>-I3D-JOINTFeatures.npy`` in the order of videoname.npy. A bad video is reported
+with its file name and skipped; the others are still extracted; the exit code is then 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from feature_extraction.annotations import read_annotations, read_classlist, write_annotations
+from feature_extraction.decode import FPS, SAMPLE_MODES, probe
+from feature_extraction.flow import FLOW_METHODS, QUANTIZE_MODES
+from utils.errors import DataError, STCLError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+#: The options that change the features; a features folder made with other values is refused.
+SETTINGS = ("flow", "sample_mode", "flow_quantize", "size", "short_side", "rgb_weights", "flow_weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("inputs", nargs="*", help="video files and folders of videos (searched recursively)")
+    p.add_argument("--out", help="dataset folder: becomes --path-dataset of main.py / test.py")
+    p.add_argument("--name", help="dataset name: file prefix, becomes --dataset-name of main.py / test.py")
+    p.add_argument("--rgb-weights", default="models/rgb_imagenet.pt", help="RGB I3D weights (the PyTorch port's file)")
+    p.add_argument("--flow-weights", default="models/flow_imagenet.pt", help="flow I3D weights (the PyTorch port's file)")
+    p.add_argument("--annotations", help="ActivityNet-style .json or a .csv (video,subset,start,end,label[,duration]) "
+                                         "imported into <out>/<name>-Annotations/ before extracting")
+    p.add_argument("--classlist", help="class names, one per line (or a classlist.npy): fixes the class order; "
+                                       "a label outside it is an error (default: the labels, sorted)")
+    p.add_argument("--ambiguous", help="THUMOS-style Ambiguous_test.txt to copy into the annotation folder")
+    p.add_argument("--flow", default="torch", choices=FLOW_METHODS,
+                   help="TV-L1 implementation: batched PyTorch (any device) or OpenCV (CPU, one pair at a time)")
+    p.add_argument("--sample-mode", default="resize", choices=SAMPLE_MODES,
+                   help="resize: whole frame to SIZE x SIZE; center_crop: shorter side 256, centre crop; "
+                        "oversample: ten crops (corners, centre, flipped), features averaged")
+    p.add_argument("--flow-quantize", default="none", choices=QUANTIZE_MODES,
+                   help="pass flow through the classic pipeline's 8-bit (uint8) or JPEG flow images (bound 20)")
+    p.add_argument("--size", type=int, default=224, help="network input size (224 as released; smaller only for demos)")
+    p.add_argument("--short-side", type=int, default=256, help="shorter side before cropping (center_crop, oversample)")
+    p.add_argument("--batch-size", type=int, default=8, help="16-frame chunks per I3D pass (and 16x this many flow pairs)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where TV-L1 (torch) and I3D run")
+    p.add_argument("--amp", action="store_true", help="I3D under autocast (float16 on CUDA, bfloat16 on CPU)")
+    p.add_argument("--make-sample", metavar="DIR",
+                   help="write a small generated sample (videos, annotations.csv, stand-in random weights) to DIR "
+                        "and exit; see the README for the commands that use it")
+    return p
+
+
+def find_videos(inputs: list[str]) -> list[Path]:
+    """Files given, and the video files under the folders given (sorted); names must be unique."""
+    videos = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            videos += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        elif path.exists():
+            videos.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    seen: dict[str, Path] = {}
+    for video in videos:
+        if video.stem in seen and seen[video.stem] != video:
+            raise DataError(f"two videos named {video.stem}: {seen[video.stem]} and {video} (the file name without "
+                            "extension is the video name)")
+        seen[video.stem] = video
+    return list(seen.values())
+
+
+def save_npy_atomic(array: np.ndarray, path: Path) -> None:
+    """np.save to a temporary file beside `path`, then rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array, allow_pickle=array.dtype == object)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _prepare_output(out: Path, settings: dict) -> Path:
+    """Create <out>/features (checked writable) and check the settings of earlier runs."""
+    features = out / "features"
+    try:
+        features.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=features):
+            pass
+    except OSError as error:
+        raise DataError(f"{out}: cannot write to the output folder ({error.strerror or error})") from error
+    record = features / "extraction.json"
+    if record.is_file():
+        earlier = json.loads(record.read_text())
+        changed = {k: (earlier.get(k), settings[k]) for k in SETTINGS if earlier.get(k) != settings[k]}
+        if changed:
+            listing = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+            raise DataError(f"{record}: the features in {features} were made with other settings ({listing}); "
+                            "use another --out, or delete that folder")
+    else:
+        record.write_text(json.dumps(settings, indent=1))
+    return features
+
+
+def _import_annotations(args, videos: list[Path], out: Path) -> Path:
+    classlist = read_classlist(args.classlist) if args.classlist else None
+    durations = None
+    if Path(args.annotations).suffix.lower() == ".csv":
+        durations = {}
+        for video in videos:
+            try:
+                durations[video.stem] = probe(video).duration_s
+            except STCLError:
+                pass  # reported when its extraction fails
+    annotations = read_annotations(args.annotations, classlist, durations)
+    folder = write_annotations(out / f"{args.name}-Annotations", annotations,
+                               Path(args.ambiguous) if args.ambiguous else None, FPS)
+    print(f"annotations: {len(annotations.videos)} videos, {len(annotations.class_names)} classes -> {folder}")
+    return folder
+
+
+def _joint_order(out: Path, name: str, videos: list[Path]) -> list[str]:
+    names_file = out / f"{name}-Annotations" / "videoname.npy"
+    if names_file.is_file():
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in np.load(names_file, allow_pickle=True)]
+    return [video.stem for video in videos]
+
+
+def write_joint(out: Path, name: str, order: list[str]) -> Path:
+    """<out>/<name>-I3D-JOINTFeatures.npy: an object array of the per-video features, in `order`."""
+    features = out / "features"
+    missing = [video for video in order if not (features / f"{video}.npy").is_file()]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        raise DataError(f"{out / f'{name}-Annotations' / 'videoname.npy'} names videos without features in "
+                        f"{features}: {shown}; the joint features file was not written")
+    joint = np.empty(len(order), dtype=object)
+    for i, video in enumerate(order):
+        joint[i] = np.load(features / f"{video}.npy")
+    path = out / f"{name}-I3D-JOINTFeatures.npy"
+    save_npy_atomic(joint, path)
+    return path
+
+
+def choose_device(name: str):
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise STCLError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def extract(args) -> int:
+    """Run the extraction; returns the exit code (2 when a video failed)."""
+    from feature_extraction.pipeline import FeatureExtractor
+
+    if not args.inputs or not args.out or not args.name:
+        raise STCLError("give the videos (files or folders), --out and --name")
+    out = Path(args.out)
+    videos = find_videos(args.inputs)
+    if not videos:
+        raise DataError(f"no video files found in {', '.join(args.inputs)} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+    settings = {k: str(getattr(args, k)) if k.endswith("weights") else getattr(args, k) for k in SETTINGS}
+    features = _prepare_output(out, settings)
+    if args.annotations:
+        _import_annotations(args, videos, out)
+    todo = [v for v in videos if not (features / f"{v.stem}.npy").is_file()]
+    print(f"{len(videos)} videos, {len(videos) - len(todo)} already extracted in {features}")
+    failures = []
+    if todo:
+        extractor = FeatureExtractor(args.rgb_weights, args.flow_weights, flow=args.flow, sample_mode=args.sample_mode,
+                                     batch_size=args.batch_size, device=choose_device(args.device), amp=args.amp,
+                                     flow_quantize=args.flow_quantize, size=args.size, short_side=args.short_side)
+        for video in tqdm(todo, desc="videos", unit="video"):
+            try:
+                total = round(probe(video).duration_s * FPS) or None
+                with tqdm(total=total, desc=video.stem, unit="frame", leave=False) as bar:
+                    array = extractor.extract(video, progress=bar.update)
+            except STCLError as error:
+                failures.append(f"video {video.stem}: {error}")
+                tqdm.write(f"error: video {video.stem}: {error}", file=sys.stderr)
+                continue
+            save_npy_atomic(array, features / f"{video.stem}.npy")
+    if failures:
+        print(f"error: {len(failures)} of {len(videos)} videos failed (the others are kept in {features}; "
+              "fix or remove these and run the same command again):\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 2
+    joint = write_joint(out, args.name, _joint_order(out, args.name, videos))
+    print(f"features: {joint}")
+    if not (out / f"{args.name}-Annotations").is_dir():
+        print("no annotations yet: import them with --annotations (or import_annotations.py) so that the loader "
+              "can read this dataset; the joint file is in the order of the videos given")
+    return 0
+
+
+def make_sample(folder) -> None:
+    """Eight 4-second videos of two generated 'actions', annotations.csv and stand-in weights."""
+    from feature_extraction.synthetic import write_sample
+
+    paths = write_sample(folder)
+    print("\n".join(f"wrote {p}" for p in paths))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.make_sample:
+            make_sample(args.make_sample)
+            return 0
+        return extract(args)
+    except STCLError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the videos finished so far are kept; run the same command again to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
