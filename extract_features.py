@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="dataset folder: becomes --path-dataset of main.py / test.py")
     p.add_argument("--name", help="dataset name: file prefix, becomes --dataset-name of main.py / test.py")
     p.add_argument("--rgb-weights", default="models/rgb_imagenet.pt", help="RGB I3D weights (the PyTorch port's file)")
-    p.add_argument("--flow-weights", default="models/flow_imagenet.pt", help="flow I3D weights (the PyTorch port's file)")
+    p.add_argument("--flow-weights", default="models/flow_imagenet.pt",
+                   help="flow I3D weights (the PyTorch port's file)")
     p.add_argument("--annotations", help="ActivityNet-style .json or a .csv (video,subset,start,end,label[,duration]) "
                                          "imported into <out>/<name>-Annotations/ before extracting")
     p.add_argument("--classlist", help="class names, one per line (or a classlist.npy): fixes the class order; "
@@ -54,9 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pass flow through the classic pipeline's 8-bit (uint8) or JPEG flow images (bound 20)")
     p.add_argument("--size", type=int, default=224, help="network input size (224 as released; smaller only for demos)")
     p.add_argument("--short-side", type=int, default=256, help="shorter side before cropping (center_crop, oversample)")
-    p.add_argument("--batch-size", type=int, default=8, help="16-frame chunks per I3D pass (and 16x this many flow pairs)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where TV-L1 (torch) and I3D run")
-    p.add_argument("--amp", action="store_true", help="I3D under autocast (float16 on CUDA, bfloat16 on CPU)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="16-frame chunks per I3D pass (and 16x this many flow pairs)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where TV-L1 (torch) and I3D run")
+    p.add_argument("--amp", action="store_true",
+                   help="I3D under bfloat16 autocast (utils.device.autocast); TV-L1 stays float32")
     p.add_argument("--make-sample", metavar="DIR",
                    help="write a small generated sample (videos, annotations.csv, stand-in random weights) to DIR "
                         "and exit; see the README for the commands that use it")
@@ -96,7 +100,8 @@ def save_npy_atomic(array: np.ndarray, path: Path) -> None:
 
 
 def _prepare_output(out: Path, settings: dict) -> Path:
-    """Create <out>/features (checked writable) and check the settings of earlier runs."""
+    """Create <out>/features (checked writable) and check the settings of earlier runs
+    (extraction.json, written once the first extractor is built)."""
     features = out / "features"
     try:
         features.mkdir(parents=True, exist_ok=True)
@@ -112,8 +117,6 @@ def _prepare_output(out: Path, settings: dict) -> Path:
             listing = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
             raise DataError(f"{record}: the features in {features} were made with other settings ({listing}); "
                             "use another --out, or delete that folder")
-    else:
-        record.write_text(json.dumps(settings, indent=1))
     return features
 
 
@@ -157,20 +160,10 @@ def write_joint(out: Path, name: str, order: list[str]) -> Path:
     return path
 
 
-def choose_device(name: str):
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise STCLError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
-
-
 def extract(args) -> int:
     """Run the extraction; returns the exit code (2 when a video failed)."""
     from feature_extraction.pipeline import FeatureExtractor
+    from utils.device import choose_device
 
     if not args.inputs or not args.out or not args.name:
         raise STCLError("give the videos (files or folders), --out and --name")
@@ -178,7 +171,8 @@ def extract(args) -> int:
     videos = find_videos(args.inputs)
     if not videos:
         raise DataError(f"no video files found in {', '.join(args.inputs)} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
-    settings = {k: str(getattr(args, k)) if k.endswith("weights") else getattr(args, k) for k in SETTINGS}
+    # weights by file name: moving the files is fine, other files are other features
+    settings = {k: Path(getattr(args, k)).name if k.endswith("weights") else getattr(args, k) for k in SETTINGS}
     features = _prepare_output(out, settings)
     if args.annotations:
         _import_annotations(args, videos, out)
@@ -189,6 +183,7 @@ def extract(args) -> int:
         extractor = FeatureExtractor(args.rgb_weights, args.flow_weights, flow=args.flow, sample_mode=args.sample_mode,
                                      batch_size=args.batch_size, device=choose_device(args.device), amp=args.amp,
                                      flow_quantize=args.flow_quantize, size=args.size, short_side=args.short_side)
+        (features / "extraction.json").write_text(json.dumps(settings, indent=1))
         for video in tqdm(todo, desc="videos", unit="video"):
             try:
                 total = round(probe(video).duration_s * FPS) or None

@@ -149,7 +149,8 @@ def read_csv(path, classlist: Optional[Sequence[str]] = None,
         header = [name.strip() for name in reader.fieldnames or []]
         missing = [name for name in ("video", "subset", "start", "end", "label") if name not in header]
         if missing:
-            raise DataError(f"{path}: the header must hold video,subset,start,end,label (missing: {', '.join(missing)})")
+            raise DataError(f"{path}: the header must hold video,subset,start,end,label "
+                            f"(missing: {', '.join(missing)})")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     order: dict[str, dict] = {}
     for line, row in enumerate(rows, start=2):

@@ -58,7 +58,8 @@ def probe(path: str | Path) -> VideoInfo:
         stream = container.streams.video[0]
         fps = float(stream.average_rate) if stream.average_rate else 0.0
         duration = float(container.duration / av.time_base) if container.duration else 0.0
-        return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, duration, int(stream.frames or 0))
+        context = stream.codec_context
+        return VideoInfo(context.width, context.height, fps, duration, int(stream.frames or 0))
 
 
 def _frame_time(frame, index: int, stream) -> Fraction:

@@ -32,6 +32,7 @@ FLOW_METHODS = ("opencv", "torch")
 QUANTIZE_MODES = ("none", "uint8", "jpeg")
 #: Flow is clipped to [-BOUND, BOUND] pixels before scaling to [-1, 1] (the classic pipeline's bound).
 BOUND = 20.0
+CPU = torch.device("cpu")
 
 
 class FlowEstimator(Protocol):
@@ -138,7 +139,7 @@ class TorchTVL1:
     split into batches of that size.
     """
 
-    def __init__(self, params: TVL1Params = TVL1Params(), device: torch.device = torch.device("cpu"),
+    def __init__(self, params: TVL1Params = TVL1Params(), device: torch.device = CPU,
                  batch_size: int = 32):
         self.params, self.device, self.batch_size = params, torch.device(device), batch_size
 
@@ -226,7 +227,7 @@ class TorchTVL1:
         return u1, u2
 
 
-def make_flow(method: str, device: torch.device = torch.device("cpu"), batch_size: int = 32) -> FlowEstimator:
+def make_flow(method: str, device: torch.device = CPU, batch_size: int = 32) -> FlowEstimator:
     """``opencv`` or ``torch`` TV-L1 with OpenCV's default parameters."""
     if method == "opencv":
         return OpenCVTVL1()

@@ -18,10 +18,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from utils.device import autocast
 from utils.errors import VideoError
 
 from .decode import FPS, FrameSampler, iter_frames
-from .flow import FlowEstimator, flow_to_input, make_flow, rgb_to_input, to_gray
+from .flow import CPU, FlowEstimator, flow_to_input, make_flow, rgb_to_input, to_gray
 from .i3d import FEATURE_SIZE, load_i3d
 
 #: Frames per snippet (the released features' chunk length).
@@ -38,7 +39,7 @@ class FeatureExtractor:
         sample_mode: ``resize`` | ``center_crop`` | ``oversample`` (see decode.FrameSampler).
         batch_size: 16-frame chunks per I3D forward pass (and per flow batch: 16 x this many pairs).
         device: where I3D and the torch TV-L1 run.
-        amp: run I3D under autocast (bfloat16 on CPU, float16 on CUDA); TV-L1 stays float32.
+        amp: run I3D under bfloat16 autocast (utils.device.autocast); TV-L1 stays float32.
         flow_quantize: ``none`` | ``uint8`` | ``jpeg``: pass flow through the classic pipeline's
             8-bit (JPEG) flow images before I3D.
         size, short_side: network input size (224) and the shorter side of the crop modes (256).
@@ -47,7 +48,7 @@ class FeatureExtractor:
     """
 
     def __init__(self, rgb_weights, flow_weights, *, flow: str = "torch", sample_mode: str = "resize",
-                 batch_size: int = 8, device: torch.device = torch.device("cpu"), amp: bool = False,
+                 batch_size: int = 8, device: torch.device = CPU, amp: bool = False,
                  flow_quantize: str = "none", size: int = 224, short_side: int = 256):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -108,6 +109,5 @@ class FeatureExtractor:
         """(16 B, s, s, K) float -> (B, 1024): one I3D pass over the B chunks."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         x = x.reshape(num, SNIPPET_FRAMES, *x.shape[1:]).permute(0, 4, 1, 2, 3)  # (B, K, 16, s, s)
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
+        with autocast(self.device, self.amp):
             return net.features(x).float().cpu().numpy()

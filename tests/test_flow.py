@@ -31,7 +31,8 @@ def sequences():
                                         borderMode=cv2.BORDER_REFLECT) for angle in (0, 3, 6)])
     return {"translation": gray(moving_texture(3, SIZE, SIZE, velocity=(1.5, -1))),
             "rotation": rotation,
-            "patch over static background": gray(moving_texture(3, SIZE, SIZE, velocity=(2, 1), background=True, seed=7))}
+            "patch over static background": gray(moving_texture(3, SIZE, SIZE, velocity=(2, 1), background=True,
+                                                                 seed=7))}
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """The I3D network: the PyTorch port's parameter names and shapes, weight-file errors, features."""
-import numpy as np
 import pytest
 import torch
 
@@ -108,7 +107,8 @@ def test_wrong_keys_and_shapes_are_listed(tmp_path):
     del state["Mixed_4b.b0.bn.running_mean"]
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "bad.pt")
-    with pytest.raises(WeightsError, match=r"bad.pt.*missing keys: Mixed_4b.b0.bn.running_mean.*unexpected keys: extra.weight"):
+    with pytest.raises(WeightsError, match=r"bad.pt.*missing keys: Mixed_4b.b0.bn.running_mean.*"
+                                           r"unexpected keys: extra.weight"):
         load_i3d(tmp_path / "bad.pt", 3)
     # the RGB file given as flow weights: the first convolution has 3 input channels, not 2
     random_i3d_weights(tmp_path / "rgb.pt", 3)

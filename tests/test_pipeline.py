@@ -1,7 +1,6 @@
 """FeatureExtractor: (floor(frames / 16), 2048) features, RGB first, deterministic; bad videos."""
 import numpy as np
 import pytest
-import torch
 
 from feature_extraction.pipeline import FeatureExtractor
 from feature_extraction.synthetic import moving_texture, random_i3d_weights, write_video
@@ -11,7 +10,8 @@ from utils.errors import STCLError, VideoError
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
-    return random_i3d_weights(folder / "rgb_imagenet.pt", 3, seed=1), random_i3d_weights(folder / "flow_imagenet.pt", 2, seed=2)
+    return (random_i3d_weights(folder / "rgb_imagenet.pt", 3, seed=1),
+            random_i3d_weights(folder / "flow_imagenet.pt", 2, seed=2))
 
 
 @pytest.fixture(scope="module")
