@@ -215,7 +215,7 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 def write_annotations(folder, annotations: Annotations, ambiguous: Optional[Path] = None,
                       extracted_fps: float = 25) -> Path:
-    """Write the annotation folder the loader reads (spec section 10); returns the folder.
+    """Write the annotation folder the loader reads (docs/METHOD.md#10-data-layout); returns the folder.
 
     Ambiguous_test.txt is copied from `ambiguous` when given, else written empty.
     """
