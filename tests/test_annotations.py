@@ -103,3 +103,15 @@ def test_bad_csv_is_named(tmp_path):
     path.write_text("video,subset,start,end,label\nv1,test,1,2,Run\n")
     with pytest.raises(DataError, match="bad.csv: video v1 has no duration"):
         read_csv(path)
+
+
+def test_import_annotations_entry_point(tmp_path, capsys):
+    import import_annotations
+
+    (tmp_path / "a.json").write_text(json.dumps({"database": {
+        "v": {"subset": "Validation", "duration": 3.0, "annotations": [{"segment": [1, 2], "label": "Run"}]}}}))
+    assert import_annotations.main([str(tmp_path / "a.json"), "--out", str(tmp_path / "ds"), "--name", "M"]) == 0
+    assert np.load(tmp_path / "ds" / "M-Annotations" / "subset.npy").tolist() == [b"validation"]
+    (tmp_path / "b.json").write_text("{}")
+    assert import_annotations.main([str(tmp_path / "b.json"), "--out", str(tmp_path / "ds"), "--name", "M"]) == 2
+    assert "b.json: expected an ActivityNet-style JSON object" in capsys.readouterr().err
