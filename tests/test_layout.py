@@ -65,10 +65,11 @@ def requirement_names(path: Path) -> set:
 def test_requirements_txt_lists_exactly_what_the_product_imports():
     import sys
 
-    project = {p.stem for p in REPO.glob("*.py")} | {"utils", "dataset", "tests", "benchmarks"}
+    project = {p.stem for p in REPO.glob("*.py")} | {"utils", "dataset", "tests", "benchmarks", "feature_extraction"}
     optional = {"sweep.py": REPO / "requirements-sweep.txt"}  # extras with their own file
-    product = [*REPO.glob("*.py"), *(REPO / "utils").glob("*.py"), *(REPO / "dataset").glob("*.py")]
-    package_of = {"torch.utils.tensorboard": "tensorboard", "yaml": "pyyaml"}
+    product = [*REPO.glob("*.py"), *(REPO / "utils").glob("*.py"), *(REPO / "dataset").glob("*.py"),
+               *(REPO / "feature_extraction").glob("*.py")]
+    package_of = {"torch.utils.tensorboard": "tensorboard", "yaml": "pyyaml", "cv2": "opencv-contrib-python-headless"}
     needed, extras = set(), {}
     for path in product:
         for module in imported_modules(path):
