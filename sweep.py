@@ -425,12 +425,12 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, default=0,
                    help="GPUs Ray reserves for each trial; 0.25 puts four trials on one GPU; 0 trains on CPU")
     p.add_argument("--max-concurrent", type=int, default=None,
-                   help="at most this many trials at once (default: as many as the resources allow)")
+                   help="at most this many trials at once; none: as many as the resources allow")
     p.add_argument("--address", default=None,
-                   help="Ray cluster to run on ('auto' = the one started on this machine with `ray start --head`); "
-                        "default: start a Ray instance for this sweep on this machine")
+                   help="Ray cluster to run on ('auto' = the one this machine joined with `ray start`); "
+                        "none: start a Ray instance on this machine for this sweep")
     p.add_argument("--num-cpus", type=int, default=None,
-                   help="CPUs of the Ray instance this sweep starts (default: all); ignored with --address")
+                   help="CPUs of the Ray instance this sweep starts; none: all of them; ignored with --address")
     return p
 
 
