@@ -500,7 +500,7 @@ def _run_on_ray(sweep_args: argparse.Namespace, trials: List[dict], output_dir: 
 def report(results, trials: List[dict], output_dir: Path, model_name: str) -> int:
     """Print the failures, aggregate the finished trials, write the tables; the exit code."""
     by_name = {r.config["trial"]: r for r in results}
-    bad_input, crashed, done = [], [], []
+    bad_input, crashed, stopped, done = [], [], [], []
     for trial in trials:
         result = by_name.get(trial["name"])
         summary_path = Path(trial["run_dir"]) / "summary.json"
@@ -508,8 +508,10 @@ def report(results, trials: List[dict], output_dir: Path, model_name: str) -> in
             bad_input.append((trial["name"], result.metrics["error"]))
         elif summary_path.is_file():
             done.append((trial, json.loads(summary_path.read_text())))
+        elif result is not None and result.error is not None:
+            crashed.append(f"{trial['name']}: {result.error}")
         else:
-            crashed.append(f"{trial['name']}: {result.error if result is not None else 'not run'}")
+            stopped.append(trial["name"])
     for message, names in _by_message(bad_input).items():
         print(f"error: {message} (trial{'s' if len(names) > 1 else ''} {', '.join(names)})", file=sys.stderr)
     for line in crashed:
@@ -522,12 +524,14 @@ def report(results, trials: List[dict], output_dir: Path, model_name: str) -> in
         print("\n" + sweep_table(groups, chosen, select_on, selection))
         csv_path, json_path = write_results(output_dir, model_name, groups, chosen, select_on, selection)
         print(f"\n{len(done)} of {len(trials)} trials aggregated: {csv_path}, {json_path}")
+    if stopped:
+        print(f"{len(stopped)} trials stopped before they finished: {', '.join(stopped)}", file=sys.stderr)
+    if crashed or stopped:
+        print("to continue, run the same sweep.py command again: finished trials are kept, unfinished ones resume "
+              "from their last.pt", file=sys.stderr)
     if bad_input:
         return 2
-    if crashed:
-        print("rerun the same command to continue the unfinished trials", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if crashed else 130 if stopped else 0
 
 
 def _by_message(errors: List[Tuple[str, str]]) -> Dict[str, List[str]]:

@@ -207,3 +207,31 @@ def test_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     assert sweep.main(["--grid", "lr=1e-4", "--output-dir", str(tmp_path)]) == 2
     assert "pip install -r requirements-sweep.txt" in capsys.readouterr().err
+
+
+def test_report_prints_each_trial_error_once_and_lists_stopped_trials(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    trials = [{"name": n, "run_dir": str(tmp_path / n), "config": {}, "seed": 0} for n in ("a", "b", "c")]
+    message = "data/Annotations: --holdout 0.9 ... leaves class 'X' with 1 training video(s)"
+    results = [SimpleNamespace(config={"trial": n}, metrics={"error": message}, error=None) for n in ("a", "b")]
+    assert sweep.report(results, trials, tmp_path, "m") == 2
+    err = capsys.readouterr().err
+    assert err.count(message) == 1 and "(trials a, b)" in err
+    results = [SimpleNamespace(config={"trial": "c"}, metrics={}, error=None)]  # stopped by Ctrl-C
+    assert sweep.report(results, trials[2:], tmp_path, "m") == 130
+    assert "1 trials stopped before they finished: c" in capsys.readouterr().err
+
+
+def test_a_run_folder_of_other_options_is_refused(tmp_path):
+    from utils.checkpoint import save_atomic
+
+    (trial,) = sweep.plan_trials(["--output-dir", str(tmp_path), "--model-name", "m"], {"lr": [1e-4]}, [0])
+    args = vars(main_module.parse_args(trial["argv"]))
+    run = Path(trial["run_dir"])
+    run.mkdir()
+    save_atomic({"args": {**args, "device": "cuda"}}, run / "last.pt")  # the device does not change the numbers
+    assert not sweep.finished(trial)
+    save_atomic({"args": {**args, "lr": 5e-5}}, run / "last.pt")
+    with pytest.raises(sweep.SweepError, match=r"holds a run made with other options \(lr: 5e-05 there, 0.0001 now\)"):
+        sweep.finished(trial)
