@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from inference import BANK_KEY, EvaluationBank, evaluation_bank
 from model import STCLCriterion
 from options import parse_args
 from test import EvaluationResult, Reference, test
@@ -163,6 +164,7 @@ class TrainingRun:
     #: What periodic evaluations select on: the test set, or (--select-on holdout) the held-out videos.
     select_data: Optional["SampleDataset"] = None
     select_reference: Optional[Reference] = None
+    bank_at: tuple = (None, None)  #: (iteration, the evaluation exemplar bank of the weights after it)
 
     @classmethod
     def start_or_resume(cls, args: argparse.Namespace, progress: bool = True) -> "TrainingRun":
@@ -209,11 +211,21 @@ class TrainingRun:
     def log_losses(self, iteration: int, terms: Dict[str, float]) -> None:
         self.log.log_losses(iteration, terms, self.optimizer.param_groups[0]["lr"])
 
+    def evaluation_bank(self, iteration: int) -> EvaluationBank:
+        """The cached evaluation exemplar bank of the weights after ``iteration`` (test.py's
+        bank; best.pt and last.pt carry it, so that they need no training features)."""
+        if self.bank_at[0] != iteration:
+            self.bank_at = (iteration, evaluation_bank(self.model, self.source.draw, seed=self.args.exemplar_seed,
+                                                       draws=self.args.exemplar_draws,
+                                                       class_names=self.dataset.class_names))
+        return self.bank_at[1]
+
     def evaluate_and_select(self, iteration: int, periodic: bool) -> EvaluationResult:
         """Evaluate on the selection set (the test set, or the held-out videos with --select-on holdout);
         a periodic evaluation that beats the best so far writes best.pt (never with --select-on last)."""
+        bank = self.evaluation_bank(iteration)
         result = test(self.model, self.select_data, self.source, self.args, self.device, self.select_reference,
-                      progress=self.progress)
+                      progress=self.progress, bank=bank if self.args.exemplar_mode == "cached" else None)
         improved = periodic and self.args.select_on != "last" and result.selection_score > self.best["score"]
         if improved:
             self.best = {"score": result.selection_score, "iteration": iteration, "summary": result.summary}
@@ -230,7 +242,8 @@ class TrainingRun:
         """best.pt: the current weights, as the selected checkpoint, with the numbers that chose them."""
         numbers = "holdout_summary" if self.args.select_on == "holdout" else "summary"
         ckpt.save_atomic({"model": self.model.state_dict(), "args": vars(self.args), "iteration": iteration,
-                          numbers: self.best["summary"], "format": "stcl-net/1"}, self.run_dir / "best.pt")
+                          numbers: self.best["summary"], BANK_KEY: self.evaluation_bank(iteration).to_checkpoint(),
+                          "format": "stcl-net/1"}, self.run_dir / "best.pt")
 
     def evaluate_on_test_once(self) -> Tuple[dict, dict]:
         """--select-on holdout, after training: the test set, evaluated once for the final weights and
@@ -255,7 +268,8 @@ class TrainingRun:
         ckpt.save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                           "args": vars(self.args), "iteration": iteration, "best": self.best,
                           "last_eval": self.last_eval, "rng": rng_state(self.rng), **self.log.rows(),
-                          "format": "stcl-net/1"}, self.run_dir / "last.pt")
+                          BANK_KEY: self.evaluation_bank(iteration).to_checkpoint(), "format": "stcl-net/1"},
+                         self.run_dir / "last.pt")
         self.saved_at = iteration
 
     def finish(self, iteration: int, stopped: bool) -> dict:

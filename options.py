@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--video", action="append", default=[], help="test.py: draw this test video (repeatable)")
     test.add_argument("--export-official", default=None,
                       help="test.py: write the model's weights in the released state-dict format to this path")
+    test.add_argument("--save-bank", default=None,
+                      help="test.py, localize.py: write the weights, options and evaluation exemplar bank to this "
+                           "checkpoint, which then needs no training features (e.g. for a released .pkl)")
     return p
 
 

@@ -21,23 +21,20 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from inference import (BANK_KEY, BankRecipe, EvaluationBank, Outputs, activitynet_results,
+                       as_detections, detections_of, evaluation_bank, run_network)
 from options import checkpoint_options, explicit_args, parse_args, resolve_variant
 from proposal_methods import PROPOSAL_METHODS, ambiguous_to_snippets
 from train import ExemplarSource, build_model
 from utils import checkpoint as ckpt
 from utils.cas_folder import read_cas_folder, write_cas_folder
-from utils.device import autocast, choose_device
+from utils.device import choose_device
 from utils.diagnosis import false_positive_breakdown, format_breakdown, per_class_ap_table, write_per_class_csv
 from utils.errors import DataError, STCLError
 from utils.evaluation import (ACTIVITYNET_TIOU, FEATURE_FPS, SECONDS_PER_SNIPPET, THUMOS_TIOU, SegmentTable,
                               classification_map, detection_ap, format_table, ground_truth_from_annotations,
                               seconds_per_snippet, summarize, video_class_scores)
-
-#: Per test video: cas (T, C+1) and actionness (T, 1), float32.
-Outputs = Dict[str, Tuple[np.ndarray, np.ndarray]]
-
 
 # ======================================================================================
 # What evaluation needs to know about the test set (saved beside raw outputs)
@@ -119,35 +116,8 @@ class EvaluationResult:
         return float(np.mean([self.summary[f"mAP@{t:g}"] for t in self.tiou_thresholds]))
 
 
-# ======================================================================================
-# Stage 1: the network
-# ======================================================================================
-
-@torch.no_grad()
-def run_network(model, dataset, source: ExemplarSource, device: torch.device, *, exemplar_mode: str = "cached",
-                exemplar_draws: int = 1, exemplar_seed: int = 0, amp: bool = False,
-                progress: bool = True) -> Outputs:
-    """The model on every test video (full length, batch of one) in eval mode.
-
-    exemplar_mode ``cached`` builds one exemplar bank from ``exemplar_draws`` seeded draws
-    and reuses it for every video (deterministic); ``resample`` draws a new bank for every
-    video, as the released code does (the draws come from the same seeded generator, so
-    the first video sees exactly the cached bank of one draw).
-    """
-    was_training = model.training
-    model.eval()
-    rng = np.random.default_rng(exemplar_seed)
-    bank = source.bank(model, rng, exemplar_draws) if exemplar_mode == "cached" else None
-    outputs = {}
-    videos = tqdm(dataset.test_videos(), total=dataset.num_test, desc="evaluating", leave=False, disable=not progress)
-    for features, _, name, _ in videos:
-        video_bank = bank if bank is not None else source.bank(model, rng, 1)
-        with autocast(device, amp):
-            out = model(torch.as_tensor(features, device=device)[None], exemplar_bank=video_bank)
-        outputs[name] = (out["cas"][0].float().cpu().numpy(), out["attn"][0].float().cpu().numpy())
-    model.train(was_training)
-    return outputs
-
+# Stage 1, the network on every test video, is inference.run_network (beside the evaluation
+# exemplar bank it uses, and the one-video functions localize.py uses).
 
 # ======================================================================================
 # Stage 2: proposals and mAP (numpy only)
@@ -167,7 +137,8 @@ def evaluate(outputs: Outputs, reference: Reference, *, proposal_method: str = "
         raise DataError(f"no scores for {len(missing)} test videos, e.g. {missing[:3]}")
     propose = PROPOSAL_METHODS[proposal_method]
     detections = SegmentTable.concat(
-        propose(*outputs[name], p, gamma=gamma, ambiguous=reference.ambiguous)
+        detections_of(*outputs[name], video=p, proposal_method=proposal_method, gamma=gamma,
+                      ambiguous=reference.ambiguous)
         for p, name in enumerate(reference.video_names))
     num_class = len(reference.class_names)
     ap = detection_ap(detections, reference.ground_truth, reference.tiou_thresholds, num_class)
@@ -197,12 +168,17 @@ def network_settings(args: argparse.Namespace) -> dict:
             "feature_fps": args.feature_fps}
 
 
-def test(model, dataset, source: ExemplarSource, args: argparse.Namespace, device: torch.device,
-         reference: Optional[Reference] = None, progress: bool = True) -> EvaluationResult:
-    """Evaluate ``model`` on the test videos of ``dataset`` (called by main.py)."""
+def test(model, dataset, source, args: argparse.Namespace, device: torch.device,
+         reference: Optional[Reference] = None, progress: bool = True,
+         bank: Optional[EvaluationBank] = None) -> EvaluationResult:
+    """Evaluate ``model`` on the test videos of ``dataset`` (called by main.py).
+
+    source: draws exemplar videos (``draw(rng)``); bank: the cached evaluation bank, when
+    the caller has drawn it already (main.py stores it in its checkpoints).
+    """
     outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
                           exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed,
-                          amp=args.amp, progress=progress)
+                          amp=args.amp, progress=progress, bank=bank)
     reference = reference or Reference.from_dataset(dataset, args.variant, args.feature_fps)
     return evaluate(outputs, reference, proposal_method=args.proposal_method, gamma=args.gamma_oic,
                     classification_topk=args.classification_topk)
@@ -214,12 +190,9 @@ def test(model, dataset, source: ExemplarSource, args: argparse.Namespace, devic
 
 def detections_json(result: EvaluationResult) -> dict:
     """Detections in the ActivityNet result format (segments in seconds)."""
-    ref = result.reference
-    by_video: Dict[str, list] = {name: [] for name in ref.video_names}
-    for row in result.detections.to_records(ref.video_names, ref.seconds_per_snippet):
-        by_video[row["video"]].append({"label": ref.class_names[row["label"]], "score": row["score"],
-                                       "segment": [row["start"], row["end"]]})
-    return {"version": "STCL-Net", "results": by_video, "external_data": {}}
+    ref, d = result.reference, result.detections
+    return activitynet_results({name: as_detections(d.select(d.video == p), ref.class_names, ref.seconds_per_snippet)
+                                for p, name in enumerate(ref.video_names)})
 
 
 def proposals_json(result: EvaluationResult) -> dict:
@@ -300,21 +273,37 @@ def draw_videos(outputs: Outputs, result: EvaluationResult, names: List[str], ou
 # Command line
 # ======================================================================================
 
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint made ready to run: options, model with its weights, what to report, and
+    the evaluation exemplar bank it carries (None: a released .pkl or an older checkpoint)."""
+
+    args: argparse.Namespace
+    model: torch.nn.Module
+    info: dict
+    bank: Optional[EvaluationBank]
+
+
 def load_for_test(argv) -> Tuple[argparse.Namespace, torch.nn.Module, dict]:
-    """Options and model of a checkpoint.
+    """Options and model of a checkpoint (see :func:`load_checkpoint`)."""
+    loaded = load_checkpoint(parse_args(argv), explicit_args(argv))
+    return loaded.args, loaded.model, loaded.info
+
+
+def load_checkpoint(args: argparse.Namespace, given: dict) -> LoadedCheckpoint:
+    """The checkpoint of ``args.pretrained_ckpt``, ready to run; ``given``: the flags written
+    on the command line.
 
     A checkpoint of main.py restores the options that define the model, the data and the
     post-processing (``options.checkpoint_options``), each overridden by a flag given; run
     flags (``--device``, ``--output``, ``--amp`` ...) always come from the command line, so
     a checkpoint trained with ``--device cuda`` evaluates on a CPU machine.
     """
-    args = parse_args(argv)
     if args.pretrained_ckpt is None:
         raise STCLError("give --pretrained-ckpt PATH (a checkpoint of main.py or the released .pkl), "
                         "or --from-cas DIR")
     raw = ckpt.read_checkpoint(args.pretrained_ckpt)
     state = ckpt.model_state_of(raw, args.pretrained_ckpt)
-    given = explicit_args(argv)
     if isinstance(raw, dict) and isinstance(raw.get("args"), dict):
         args = argparse.Namespace(**{**vars(args), **checkpoint_options(raw["args"]), **given})
     else:  # a released state dict: its shapes say D and C, and C says the variant
@@ -332,7 +321,35 @@ def load_for_test(argv) -> Tuple[argparse.Namespace, torch.nn.Module, dict]:
     ckpt.load_weights(model, state, args.pretrained_ckpt)
     info = {"checkpoint": str(args.pretrained_ckpt),
             "iteration": raw.get("iteration") if isinstance(raw, dict) else None}
-    return args, model, info
+    bank = None
+    if isinstance(raw, dict) and BANK_KEY in raw:
+        bank = EvaluationBank.from_checkpoint(raw[BANK_KEY], args.pretrained_ckpt)
+        bank.check_fits(model, args.pretrained_ckpt)
+    return LoadedCheckpoint(args, model, info, bank)
+
+
+def stored_bank_or_none(loaded: LoadedCheckpoint) -> Optional[EvaluationBank]:
+    """The checkpoint's bank when the options ask for exactly that one (cached mode, same
+    seed, draws, M and N), else None (a note says why when the checkpoint has one)."""
+    args, bank = loaded.args, loaded.bank
+    if bank is None or args.exemplar_mode != "cached":
+        return None
+    differences = bank.recipe.differences(BankRecipe.from_args(args))
+    if differences:
+        print(f"the exemplar bank stored in {args.pretrained_ckpt} was drawn otherwise than the options ask "
+              f"({'; '.join(differences)}): drawing a new one from --path-dataset")
+        return None
+    return bank
+
+
+def save_with_bank(loaded: LoadedCheckpoint, bank: EvaluationBank, path) -> Path:
+    """A project checkpoint of the loaded weights and options with ``bank`` (``--save-bank``):
+    evaluating or localizing with it needs no training features."""
+    payload = {"model": {k: v.detach().cpu() for k, v in loaded.model.state_dict().items()},
+               "args": vars(loaded.args),
+               "iteration": loaded.info.get("iteration"), BANK_KEY: bank.to_checkpoint(),
+               "made_from": str(loaded.args.pretrained_ckpt), "format": "stcl-net/1"}
+    return ckpt.save_atomic(payload, path)
 
 
 def main(argv=None) -> int:
@@ -357,7 +374,8 @@ def _main(argv) -> int:
         print(f"\nwrote {out_dir}/metrics.json, detections.json, proposals.json, per_class_ap.csv")
         return 0
 
-    args, model, info = load_for_test(argv)
+    loaded = load_checkpoint(args, explicit_args(argv))
+    args, model, info = loaded.args, loaded.model, loaded.info
     if args.export_official:
         path = ckpt.save_atomic(ckpt.project_to_released(model.state_dict()), args.export_official)
         print(f"wrote the weights in the released STCL-Net format to {path}")
@@ -366,14 +384,30 @@ def _main(argv) -> int:
             return 0
     device = choose_device(args.device)
     model.to(device)
+    bank = stored_bank_or_none(loaded)
+    # with the checkpoint's bank, the test videos are all that is needed
     dataset = SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
                             feature_size=args.feature_size, max_seqlen=args.max_seqlen,
                             num_similar=args.num_similar, batch_size=args.batch_size,
-                            feature_format=args.feature_format)
-    source = ExemplarSource(dataset, args.num_exemplars, device, args.exemplar_pool)
+                            feature_format=args.feature_format, require_training=bank is None)
+    source = None  # with the checkpoint's bank, no exemplar is drawn: the training videos may be absent
+    if bank is None:
+        source = ExemplarSource(dataset, args.num_exemplars, device, args.exemplar_pool)
+    if bank is not None:
+        print(f"exemplar bank: the one stored in {args.pretrained_ckpt} ({bank.recipe.describe()})")
+    elif args.exemplar_mode == "cached":
+        bank = evaluation_bank(model, source.draw, seed=args.exemplar_seed, draws=args.exemplar_draws,
+                               class_names=dataset.class_names)
+        print(f"exemplar bank: drawn from the training videos of {args.path_dataset} ({bank.recipe.describe()})")
+    if args.save_bank:
+        if bank is None:
+            raise STCLError("--save-bank saves the cached evaluation bank; it cannot go with --exemplar-mode resample")
+        print(f"wrote {save_with_bank(loaded, bank, args.save_bank)}: these weights with their exemplar bank "
+              f"(test.py or localize.py --pretrained-ckpt {args.save_bank} needs no training features)")
     reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
     outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
-                          exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed, amp=args.amp)
+                          exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed, amp=args.amp,
+                          bank=bank)
     result = evaluate(outputs, reference, proposal_method=args.proposal_method, gamma=args.gamma_oic,
                       classification_topk=args.classification_topk)
     ckpt_path = Path(args.pretrained_ckpt)

@@ -125,12 +125,6 @@ class ExemplarSource:
         copied.record()
         return videos.float()
 
-    @torch.no_grad()
-    def bank(self, model: STCLNet, rng: np.random.Generator, draws: int = 1) -> torch.Tensor:
-        """An exemplar bank (C+1, D, M) for evaluation: the mean over ``draws`` draws."""
-        banks = [model.exemplar_bank(self.draw(rng)) for _ in range(draws)]
-        return torch.stack(banks).mean(dim=0)
-
 
 def train_step(model: STCLNet, criterion: STCLCriterion, optimizer: torch.optim.Optimizer,
                features: torch.Tensor, labels: torch.Tensor, exemplar_videos: torch.Tensor,

@@ -375,11 +375,15 @@ class SampleDataset:
             fraction of train_index, drawn with ``holdout_seed``; empty when it is 0): they are
             in neither train_index nor class_train_index, and :meth:`holdout_view` evaluates on them.
         num_class, feature_size, max_seqlen, num_similar, batch_size: as given.
+
+    ``require_training=False`` accepts a dataset without training videos (only test
+    videos, e.g. for a checkpoint that carries its exemplar bank): nothing can then be
+    trained or drawn from it, only evaluated.
     """
 
     def __init__(self, path_dataset, dataset_name="Thumos14reduced", *, num_class=20, feature_size=2048,
                  max_seqlen=500, num_similar=3, batch_size=10, min_snippets=None, feature_format="auto",
-                 holdout=0.0, holdout_seed=0):
+                 holdout=0.0, holdout_seed=0, require_training=True):
         _check_sampling_options(max_seqlen, num_similar, batch_size)
         self.num_class = num_class
         self.feature_size = feature_size
@@ -420,7 +424,8 @@ class SampleDataset:
         self.holdout_index = np.zeros(0, dtype=np.int64)
         if holdout > 0:
             self._hold_out(folder, holdout, holdout_seed)
-        self._check_training_lists(folder, min_snippets)
+        if require_training:
+            self._check_training_lists(folder, min_snippets)
 
         self.train_lengths = lengths[self.train_videos]
         self.train_offsets = self.store.offsets[self.train_videos]
@@ -428,7 +433,7 @@ class SampleDataset:
 
         self.ambiguous = _read_ambiguous(folder / AMBIGUOUS_FILE, {n: i for i, n in enumerate(self.video_names)})
         self._pair_classes = np.array([c for c, pool in enumerate(self.class_train_index) if len(pool) >= 2])
-        if num_similar > 0 and len(self._pair_classes) == 0:
+        if require_training and num_similar > 0 and len(self._pair_classes) == 0:
             raise DataError(f"{folder}: no class has two training videos, so no training pair can be drawn "
                             "(set --num-similar 0)")
         self._small_pools_warned: set[int] = set()

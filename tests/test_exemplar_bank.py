@@ -10,6 +10,7 @@ import torch
 
 from dataset.make_demo import make_demo_dataset
 from model import STCLNet
+from inference import DatasetExemplars, evaluation_bank, mean_bank
 from test import Reference, evaluate, run_network
 from tests.oracles.released_loops import LoopSTCLNet, loop_exemplar_videos
 from train import ExemplarSource
@@ -148,11 +149,22 @@ def test_scl_is_invariant_to_the_order_of_each_class_exemplars():
 
 def test_mean_of_draws_is_the_mean_of_single_draw_banks(demo):
     model, source = small_model(), ExemplarSource(demo, M, CPU)
-    mean_bank = source.bank(model, np.random.default_rng(7), draws=3)
+    mean = mean_bank(model, source.draw, np.random.default_rng(7), draws=3)
     generator = np.random.default_rng(7)
-    singles = [source.bank(model, generator, draws=1) for _ in range(3)]
+    singles = [mean_bank(model, source.draw, generator, draws=1) for _ in range(3)]
     assert not torch.allclose(singles[0], singles[1])
-    torch.testing.assert_close(mean_bank, torch.stack(singles).mean(dim=0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(mean, torch.stack(singles).mean(dim=0), rtol=0, atol=1e-6)
+    recorded = evaluation_bank(model, source.draw, seed=7, draws=3)
+    torch.testing.assert_close(recorded.bank, mean, rtol=0, atol=0)
+    assert recorded.recipe.describe() == f"seed 7, 3 draws, M = {M}, N = {N}"
+
+
+def test_the_evaluation_source_draws_what_the_training_source_draws(demo):
+    """test.py draws exemplars from the dataset (no train.py): the same videos and snippets."""
+    training, evaluation = ExemplarSource(demo, M, CPU), DatasetExemplars(demo, M, CPU)
+    for seed in (0, 1):
+        torch.testing.assert_close(evaluation.draw(np.random.default_rng(seed)),
+                                   training.draw(np.random.default_rng(seed)), rtol=0, atol=0)
 
 
 def test_loop_reference_computes_what_the_project_computes(demo):

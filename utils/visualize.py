@@ -46,6 +46,8 @@ class VideoFigureData:
         class (possibly empty); detections only those scoring above ``score_cut``.
     detection_scores: class -> (n,) scores of those detections.
     actionness: (T,) attention.    cas: class -> (T,) softmax over C+1 per snippet.
+    has_ground_truth: False for a video without annotations (``localize.py``): no
+        ground-truth lanes are drawn.
     """
 
     time: np.ndarray
@@ -59,6 +61,7 @@ class VideoFigureData:
     actionness: np.ndarray
     cas: dict
     score_cut: float
+    has_ground_truth: bool = True
 
 
 def video_score(cas: np.ndarray, attn: np.ndarray) -> np.ndarray:
@@ -74,7 +77,8 @@ def video_figure_data(cas, attn, gt_segments, gt_labels, detections, class_names
     """Select and convert what to draw for one video.
 
     cas: (T, C+1) raw CAS.  attn: (T, 1) or (T,) actionness.
-    gt_segments: (n, 2) [start, end) in snippets.  gt_labels: (n,) class indices.
+    gt_segments: (n, 2) [start, end) in snippets.  gt_labels: (n,) class indices; both
+        None for a video without ground truth (no ground-truth lanes).
     detections: (start, end, label, score) arrays in snippets, or an object with those
         attributes.  class_names: (C,).
     The drawn classes are the ``top_classes`` best by video score, every ground-truth
@@ -83,6 +87,9 @@ def video_figure_data(cas, attn, gt_segments, gt_labels, detections, class_names
     cas = np.asarray(cas, dtype=np.float64)
     attn = np.asarray(attn, dtype=np.float64).reshape(-1)
     _check_shapes(cas, attn, len(class_names))
+    has_ground_truth = gt_segments is not None
+    if not has_ground_truth:
+        gt_segments, gt_labels = _NO_GROUND_TRUTH
     gt_segments = np.asarray(gt_segments, dtype=np.float64).reshape(-1, 2)
     gt_labels = np.asarray(gt_labels, dtype=np.int64)
     start, end, label, score = _detection_arrays(detections)
@@ -107,6 +114,7 @@ def video_figure_data(cas, attn, gt_segments, gt_labels, detections, class_names
         actionness=attn,
         cas={c: probability[:, c] for c in keys},
         score_cut=score_cut,
+        has_ground_truth=has_ground_truth,
     )
 
 
@@ -135,7 +143,8 @@ def visualize_videos(cas_by_video, attn_by_video, gt_by_video, det_by_video, cla
     cas_by_video: name -> (T, C+1).  attn_by_video: name -> (T, 1).
     gt_by_video: name -> (segments (n, 2), labels (n,)) in snippets.
     det_by_video: name -> (start, end, label, score) in snippets.
-    A name missing from gt_by_video / det_by_video has no ground truth / detections.
+    A name missing from gt_by_video / det_by_video has no ground truth / detections;
+    ``gt_by_video=None``: the videos have no annotations at all (no ground-truth lanes).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +152,7 @@ def visualize_videos(cas_by_video, attn_by_video, gt_by_video, det_by_video, cla
     for name in names:
         if name not in cas_by_video:
             raise DataError(f"video {name!r}: no CAS for it (known: {len(cas_by_video)} videos)")
-        segments, labels = gt_by_video.get(name, _NO_GROUND_TRUTH)
+        segments, labels = (None, None) if gt_by_video is None else gt_by_video.get(name, _NO_GROUND_TRUTH)
         data = video_figure_data(cas_by_video[name], attn_by_video[name], segments, labels,
                                  det_by_video.get(name, _NO_DETECTIONS), class_names,
                                  score_cut=score_cut, scale=scale)
@@ -205,22 +214,29 @@ def _class_colour(c: int):
 
 
 def _draw_segment_lanes(axes, data: VideoFigureData) -> None:
-    """Two lanes per class, top to bottom: ground truth (solid), detections (translucent)."""
+    """Two lanes per class, top to bottom: ground truth (solid), detections (translucent);
+    only the detection lane when the video has no ground truth."""
+    lanes = 2 if data.has_ground_truth else 1
     ticks, labels = [], []
     for row, (c, name) in enumerate(zip(data.classes, data.class_names)):
-        gt_y, det_y = -2 * row, -2 * row - 1
+        gt_y, det_y = -lanes * row, -lanes * row - (lanes - 1)
         colour = _class_colour(c)
-        axes.broken_barh(_as_spans(data.gt[c]), (gt_y - 0.4, 0.8), color=colour)
+        if data.has_ground_truth:
+            axes.broken_barh(_as_spans(data.gt[c]), (gt_y - 0.4, 0.8), color=colour)
+            ticks.append(gt_y)
+            labels.append(f"GT {name}")
         axes.broken_barh(_as_spans(data.detections[c]), (det_y - 0.4, 0.8), facecolor=colour,
                          alpha=0.45, edgecolor=colour)
-        ticks += [gt_y, det_y]
-        labels += [f"GT {name}", f"det {name}"]
+        ticks.append(det_y)
+        labels.append(f"det {name}")
     axes.set_yticks(ticks, labels, fontsize="small")
-    axes.set_title(f"ground truth and detections scoring above {data.score_cut:g}",
-                   fontsize="medium")
-    axes.legend(handles=[Patch(color="black", label="ground truth"),
-                         Patch(color="black", alpha=0.45, label="detection")],
-                loc="upper right", fontsize="small")
+    what = "ground truth and detections" if data.has_ground_truth else "detections"
+    cut = f" scoring above {data.score_cut:g}" if np.isfinite(data.score_cut) else ""
+    axes.set_title(what + cut, fontsize="medium")
+    handles = [Patch(color="black", alpha=0.45, label="detection")]
+    if data.has_ground_truth:
+        handles.insert(0, Patch(color="black", label="ground truth"))
+    axes.legend(handles=handles, loc="upper right", fontsize="small")
 
 
 def _as_spans(segments: np.ndarray) -> list:
