@@ -3,14 +3,14 @@
 Three layers, each usable alone, shared by ``test.py`` (the annotated test split) and
 ``localize.py`` (any video), so that the two cannot compute different things:
 
-- the **evaluation exemplar bank** (section 3 of the spec): SCL needs class exemplars
+- the **evaluation exemplar bank** (docs/METHOD.md#3-scl): SCL needs class exemplars
   drawn from training videos. At evaluation the bank is a policy, not a sample: one
   seeded draw (or the mean over several), computed once and reused for every video.
   :class:`EvaluationBank` holds it with how it was drawn, so a checkpoint can carry it and
   be evaluated without the training set;
 - the network on one video (:func:`video_outputs`) or on every test video of a dataset
   (:func:`run_network`): CAS (T, C+1) and actionness (T, 1);
-- scores to detections (:func:`detections_of`, section 7), and the two together:
+- scores to detections (:func:`detections_of`, docs/METHOD.md#7-proposals), and the two together:
   :func:`localize`, features in, detections in seconds out.
 
 Units: T snippets of 16 frames; ``seconds_per_snippet`` = 16 / feature fps (0.64 s for
@@ -136,7 +136,7 @@ class EvaluationBank:
 
 
 class DatasetExemplars:
-    """SCL exemplar videos drawn from a dataset's training videos (section 3, step 1).
+    """SCL exemplar videos drawn from a dataset's training videos (docs/METHOD.md#3-scl, step 1).
 
     Args:
         dataset: a :class:`wsad_dataset.SampleDataset` (its class pools and train snippets).
@@ -257,7 +257,7 @@ class Detection:
     """One detected action instance: class, [start, end) in seconds, score.
 
     score: the outer-inner contrast of the instance plus gamma times the video score of its
-    class, after soft-NMS (section 7); higher is more confident, not a probability.
+    class, after soft-NMS (docs/METHOD.md#7-proposals); higher is more confident, not a probability.
     """
 
     label: int  # class index 0..C-1
@@ -313,7 +313,8 @@ def localize(model, bank: BankLike, features, *, class_names: Optional[Iterable[
 
 
 def class_scores(cas, attn) -> np.ndarray:
-    """Video-level class scores v (C,) of section 7 step 1: what the model thinks the video contains."""
+    """Video-level class scores v (C,) of docs/METHOD.md#7-proposals, step 1: what the model
+    thinks the video contains. cas (T, C+1), attn (T, 1)."""
     return video_scores(cas, attn)
 
 

@@ -8,7 +8,7 @@
 INPUT is a ``(T, D)`` ``.npy`` file of two-stream snippet features, a video file (its
 features are extracted with ``feature_extraction.pipeline``, which needs
 ``--rgb-weights`` and ``--flow-weights``), or a folder of them. Each video goes through
-:func:`inference.localize`, the computation ``test.py`` evaluates (section 7 of the spec,
+:func:`inference.localize`, the computation ``test.py`` evaluates (docs/METHOD.md#7-proposals,
 same flags: ``--gamma-oic``, ``--proposal_method``, ``--feature_fps``), and gets a table on
 stdout; ``--output DIR`` receives ``detections.json`` (ActivityNet result format, seconds)
 and ``classification.json`` (video-level class scores, ActivityNet classification format)
