@@ -59,6 +59,7 @@ if str(REPO) not in sys.path:
 from benchmarks.bench_train_step import load_line, machine_lines, synchronize  # noqa: E402
 from dataset.make_demo import make_demo_dataset  # noqa: E402
 from feature_store import StoreWriter, convert  # noqa: E402
+from inference import mean_bank  # noqa: E402
 from options import parse_args  # noqa: E402
 from test import Reference, evaluate, run_network  # noqa: E402
 from train import ExemplarSource, build_criterion, build_model, build_optimizer, train_step  # noqa: E402
@@ -222,7 +223,7 @@ def count_network_flops(trainer: Trainer) -> int:
     lengths = store.lengths[trainer.dataset.test_index]
     probes = np.unique(np.quantile(lengths, [0, 0.5, 1], method="nearest"))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        bank = trainer.source.bank(model, np.random.default_rng(0))
+        bank = mean_bank(model, trainer.source.draw, np.random.default_rng(0))
     bank_flops = counter.get_total_flops()
     counts = []
     for length in probes:
