@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dataset_record import dataset_record
 from inference import BANK_KEY, EvaluationBank, evaluation_bank
 from model import STCLCriterion
 from options import parse_args
@@ -46,7 +47,8 @@ from utils.run_log import RunLog
 if TYPE_CHECKING:
     from wsad_dataset import SampleDataset
 
-LOSS_COLUMNS = ["iteration", *STCLCriterion.TERMS, "total"]
+#: losses.csv: each weighted term (what the total adds up), the total, then each raw term.
+LOSS_COLUMNS = ["iteration", *STCLCriterion.TERMS, "total", *(f"raw_{t}" for t in STCLCriterion.TERMS)]
 #: What ``--resume`` needs beyond the weights; a ``best.pt`` or a released ``.pkl`` lacks it.
 TRAINING_STATE = ("model", "optimizer", "rng", "iteration", "best", "results_rows", "loss_rows")
 
@@ -126,14 +128,16 @@ class StopRequest:
         tqdm.write("Ctrl-C: stopping after this step and saving last.pt (press again to abort at once)")
 
 
-def build_dataset(args: argparse.Namespace):
+def build_dataset(args: argparse.Namespace, report_dir: Optional[Path] = None):
+    """The dataset of the options; lists behind its warnings go to ``report_dir`` (the run folder)."""
     from wsad_dataset import SampleDataset
 
     return SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
                          feature_size=args.feature_size, max_seqlen=args.max_seqlen,
                          num_similar=args.num_similar, batch_size=args.batch_size,
                          feature_format=args.feature_format,
-                         holdout=args.holdout if args.select_on == "holdout" else 0.0, holdout_seed=args.holdout_seed)
+                         holdout=args.holdout if args.select_on == "holdout" else 0.0, holdout_seed=args.holdout_seed,
+                         report_dir=report_dir)
 
 
 @dataclass
@@ -173,8 +177,9 @@ class TrainingRun:
         device = choose_device(args.device)
         run_dir = Path(args.output_dir) / args.model_name
         run_dir.mkdir(parents=True, exist_ok=True)
-        dataset = build_dataset(args)
-        reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
+        dataset = build_dataset(args, report_dir=run_dir)
+        record = dataset_record(args.dataset_name, args.use_model)
+        reference = Reference.from_dataset(dataset, record, args.feature_fps)
         model = build_model(args).to(device)
         criterion, optimizer = build_criterion(args), build_optimizer(model, args)
         source = ExemplarSource(dataset, args.num_exemplars, device, args.exemplar_pool)
@@ -193,7 +198,7 @@ class TrainingRun:
         log = RunLog(run_dir, result_columns(reference), LOSS_COLUMNS, resume=state,
                      start=progress_state.get("start", 0))
         select_data = dataset.holdout_view() if args.select_on == "holdout" else dataset
-        select_reference = (Reference.from_dataset(select_data, args.variant, args.feature_fps)
+        select_reference = (Reference.from_dataset(select_data, record, args.feature_fps)
                             if args.select_on == "holdout" else reference)
         return cls(args, device, run_dir, dataset, reference, model, criterion, optimizer, source, rng, log, progress,
                    select_data=select_data, select_reference=select_reference, **progress_state)
@@ -299,8 +304,7 @@ class TrainingRun:
 
 def selection_rule(args: argparse.Namespace, reference: Reference, select_reference: Reference) -> str:
     """How best.pt was chosen, in words (summary.json, the printed summary, the seed and sweep tables)."""
-    score = ("sum of mAP@0.1..0.7" if reference.tiou_thresholds.min() < 0.5
-             else "mean mAP over the tIoU thresholds")
+    score = reference.selection_text  # the dataset record's, e.g. "sum of mAP@0.1..0.7"
     if args.select_on == "last":
         return "the final weights, no selection (--select-on last)"
     if args.select_on == "holdout":
@@ -347,7 +351,7 @@ def _last_good(last: Path, saved_at: Optional[int]) -> str:
 def result_columns(reference: Reference) -> List[str]:
     """The header of results.csv: mAP at each tIoU, their averages, cmAP, and the ``best`` mark."""
     thresholds = reference.tiou_thresholds
-    averages = [k for k in summarize(np.zeros(len(thresholds)), thresholds) if k.startswith("avg")]
+    averages = [k for k in summarize(np.zeros(len(thresholds)), thresholds, reference.averages) if k.startswith("avg")]
     return ["iteration", *[f"mAP@{t:g}" for t in thresholds], *averages, "cmAP", "best"]
 
 

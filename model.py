@@ -27,6 +27,11 @@ from torch import Tensor, nn
 BRANCH_WEIGHTS = (0.55, 0.36, 0.09)
 
 
+def smoothing_kernel(max_seqlen: int, t: int) -> int:
+    """The ActivityNet smoothing width of docs/METHOD.md#6-activitynet: ``(max_seqlen // t) // 2 * 2 + 1`` (odd)."""
+    return (max_seqlen // t) // 2 * 2 + 1
+
+
 def init_conv_(module: nn.Module) -> None:
     """Released initialisation: kaiming_uniform_ at its defaults for weights, zero biases."""
     for m in module.modules():
@@ -204,25 +209,32 @@ class SemanticCorrelation(nn.Module):
 class STCLNet(nn.Module):
     """STCL-Net (docs/METHOD.md#1-cross-modal-attention to ``#4-outputs``, and ``#6-activitynet``).
 
+    The THUMOS-14 and ActivityNet models of the released code (STCL_THU, STCL_ACT) differ
+    only in ``tcl_depth`` and ``smooth_kernel``; ``dataset_record.py`` holds each dataset's.
+
     Args:
         feature_size: D, even; widths scale with it (stream D/2, keys and attention hidden D/4).
         num_class: C, without background.
         dropout: dropout of the fusion layer and the classifier heads (0.7).
-        variant: ``"thumos"`` or ``"activitynet"`` (METHOD.md#6-activitynet: cls_intra reads TCL layer 1,
-            and the scores are smoothed by an average pool of width ``smooth_kernel``).
-        max_seqlen, t: set the ActivityNet smoothing width ``(max_seqlen // t) // 2 * 2 + 1``.
+        tcl_depth: which TCL layer's output feeds ``cls_intra``: 2 (THUMOS) or 1
+            (ActivityNet, METHOD.md#6-activitynet; layer 2 is still built, so released weights load).
+        smooth_kernel: width K of the average pool (stride 1, padding K // 2) applied to
+            every score and attention sequence after the heads (ActivityNet,
+            ``(max_seqlen // t) // 2 * 2 + 1``, see :func:`smoothing_kernel`); 1 = none.
     """
 
     def __init__(self, feature_size: int = 2048, num_class: int = 20, dropout: float = 0.7,
-                 variant: str = "thumos", max_seqlen: int = 500, t: int = 5):
+                 tcl_depth: int = 2, smooth_kernel: int = 1):
         super().__init__()
         if feature_size % 2:
             raise ValueError(f"feature_size must be even (two streams of D/2 channels), got {feature_size}")
-        if variant not in ("thumos", "activitynet"):
-            raise ValueError(f"variant must be 'thumos' or 'activitynet', got {variant!r}")
+        if tcl_depth not in (1, 2):
+            raise ValueError(f"tcl_depth must be 1 or 2 (TCL has two layers), got {tcl_depth}")
+        if smooth_kernel < 1 or smooth_kernel % 2 == 0:
+            raise ValueError(f"smooth_kernel must be a positive odd width, got {smooth_kernel}")
         d = feature_size
-        self.feature_size, self.num_class, self.variant = d, num_class, variant
-        self.smooth_kernel = (max_seqlen // t) // 2 * 2 + 1 if variant == "activitynet" else 1
+        self.feature_size, self.num_class = d, num_class
+        self.tcl_depth, self.smooth_kernel = tcl_depth, smooth_kernel
         self.attention_rgb = CrossModalAttention(d // 2, d // 4)
         self.attention_flow = CrossModalAttention(d // 2, d // 4)
         self.fusion = nn.Sequential(conv(d, d, 1), nn.LeakyReLU(0.2), nn.Dropout(dropout))
@@ -290,8 +302,7 @@ class STCLNet(nn.Module):
             exemplar_bank = self.exemplar_bank(exemplar_videos)
         x, attn, attn_rgb, attn_flow = self.embed(features)
         cas_base = self.cls_base(x)
-        tcl_depth = 2 if self.variant == "thumos" else 1
-        cas_intra = self.cls_intra(self.tcl(x, depth=tcl_depth))
+        cas_intra = self.cls_intra(self.tcl(x, depth=self.tcl_depth))
         cas_inter = self.cls_inter(self.scl(x, exemplar_bank))
         cas_base, cas_intra, cas_inter, attn, attn_rgb, attn_flow = (
             self.smooth(s) for s in (cas_base, cas_intra, cas_inter, attn, attn_rgb, attn_flow))
@@ -576,26 +587,35 @@ def snippet_contrast(feat: Tensor, attn: Tensor, keep_mask: Optional[Tensor] = N
             + nce(hard_background.mean(1), easy_background.mean(1), easy_action))
 
 
-class STCLCriterion(nn.Module):
-    """The training objective of docs/METHOD.md#5-objective; returns a dict of weighted, named terms.
+#: The loss weights of docs/METHOD.md#5-objective on THUMOS-14 (alpha1..alpha4, the KL weight 1); the
+#: options and the dataset record give the ones of a run (``train.loss_weights``).
+DEFAULT_WEIGHTS = {"mil": 1.0, "branch": 1.0, "kl": 1.0, "co": 1.0, "mutual": 1.0, "norm": 0.8, "guide": 0.8,
+                   "snippet": 1.0}
 
-    Terms: mil, branch, kl, co, mutual, norm, guide, snippet, and their sum ``total``.
-    ``weights`` holds each term's weight (alpha1..4, the KL weight).
+
+class STCLCriterion(nn.Module):
+    """The training objective of docs/METHOD.md#5-objective; returns a dict of RAW (unweighted) named terms.
+
+    Terms: mil, branch, kl, co, mutual, norm, guide, snippet. As in DETR, the weights are
+    applied in one place, :func:`weigh`, with the criterion's ``weight_dict`` (alpha1..4,
+    the KL weight; from the options and the dataset record). ``snippet`` is not computed
+    when its weight is 0 (the released criterion leaves it out).
     """
 
     TERMS = ("mil", "branch", "kl", "co", "mutual", "norm", "guide", "snippet")
 
-    def __init__(self, k: float = 7, alpha1: float = 0.8, alpha2: float = 0.8, alpha3: float = 1.0,
-                 alpha4: float = 1.0, kl_weight: float = 1.0, kl_log_form: bool = False,
-                 num_pairs: int = 3, use_snippet: bool = True):
+    def __init__(self, k: float = 7, kl_log_form: bool = False, num_pairs: int = 3,
+                 weight_dict: Optional[Dict[str, float]] = None):
         super().__init__()
         self.k, self.kl_log_form, self.num_pairs = k, kl_log_form, num_pairs
-        self.weights = {"mil": 1.0, "branch": 1.0, "kl": kl_weight, "co": alpha3, "mutual": alpha4,
-                        "norm": alpha1, "guide": alpha2, "snippet": 1.0 if use_snippet else 0.0}
+        self.weight_dict = {**DEFAULT_WEIGHTS, **(weight_dict or {})}
+        unknown = set(self.weight_dict) - set(self.TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss terms in weight_dict: {sorted(unknown)}; expected {self.TERMS}")
 
     def forward(self, outputs: Dict[str, Tensor], labels: Tensor,
                 keep_mask: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """outputs: the dict of :meth:`STCLNet.forward`; labels: (B, C) multi-hot."""
+        """outputs: the dict of :meth:`STCLNet.forward`; labels: (B, C) multi-hot -> {term: () tensor}."""
         cas, attn = outputs["cas"], outputs["attn"]
         supp = suppress_with_actionness(cas, attn)
         r = self.k
@@ -608,8 +628,14 @@ class STCLCriterion(nn.Module):
             "norm": actionness_norm(attn, outputs["attn_rgb"], outputs["attn_flow"]),
             "guide": actionness_guide(attn, outputs["attn_rgb"], outputs["attn_flow"], cas),
         }
-        if self.weights["snippet"]:
+        if self.weight_dict["snippet"]:
             terms["snippet"] = snippet_contrast(outputs["feat"], attn, keep_mask)
-        weighted = {name: self.weights[name] * value for name, value in terms.items()}
-        weighted["total"] = sum(weighted.values())
-        return weighted
+        return terms
+
+
+def weigh(terms: Dict[str, Tensor], weight_dict: Dict[str, float]) -> Dict[str, Tensor]:
+    """The one place the loss weights are applied: each raw term times its weight, and
+    ``total``, their sum (the loss that is back-propagated)."""
+    weighted = {name: weight_dict[name] * value for name, value in terms.items()}
+    weighted["total"] = sum(weighted.values())
+    return weighted

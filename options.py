@@ -2,19 +2,22 @@
 
 One parser serves ``main.py`` (training) and ``test.py`` (evaluation). The flags of the
 released implementation keep their names and spellings (``--weight_decay``,
-``--gamma-oic`` ...) so that published command lines run unchanged; the defaults are the
-THUMOS-14 configuration of docs/METHOD.md#5-objective.
+``--gamma-oic`` ...) so that published command lines run unchanged. Options whose value
+differs between THUMOS-14 and ActivityNet default to None and are filled from the dataset
+record of ``--dataset-name`` (``dataset_record.py``); an option given on the command line
+wins over the record.
 
 Nothing is parsed at import time: call :func:`parse_args` from an entry point.
 """
 import argparse
 
-#: Per-variant settings that the released code hard-codes in its two model classes.
-#: ``--use-model`` picks one; explicit flags (``--num-exemplars``, ``--kl-weight``) win.
-VARIANTS = {
-    "STCL_THU": {"variant": "thumos", "num_exemplars": 10, "kl_weight": 1.0},
-    "STCL_ACT": {"variant": "activitynet", "num_exemplars": 5, "kl_weight": 0.1},
-}
+from dataset_record import MODEL_RECORDS, RECORDS, dataset_record
+
+#: Options whose default comes from the dataset record (``dataset_record.py``) when the
+#: command line does not give them: option name -> record field.
+RECORD_OPTIONS = {"num_class": "num_class", "use_model": "use_model", "num_exemplars": "num_exemplars",
+                  "kl_weight": "kl_weight", "alpha4": "mutual_weight", "k": "k", "lr": "lr",
+                  "max_seqlen": "max_seqlen", "max_iter": "max_iter"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,14 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--path-dataset", default="dataset/THUMOS14",
                       help="folder holding <dataset-name>-I3D-JOINTFeatures.npy and <dataset-name>-Annotations/")
     data.add_argument("--dataset-name", default="Thumos14reduced",
-                      help="file prefix of the features and annotations (Thumos14reduced, ActivityNet1.2, ...)")
+                      help="file prefix of the features and annotations; "
+                           f"{', '.join(RECORDS)} select their dataset record (dataset_record.py), "
+                           "any other name takes the record of --use-model")
     data.add_argument("--dataset", default="SampleDataset", choices=["SampleDataset", "AntSampleDataset"],
                       help="loader name of the released code; both read the same layout, the split is taken from subset.npy")
-    data.add_argument("--num-class", type=int, default=20, help="number of action classes C (background excluded)")
+    data.add_argument("--num-class", type=int, default=None,
+                      help="number of action classes C, background excluded (default: the dataset record's, "
+                           "20 / 100 / 200)")
     data.add_argument("--feature-size", type=int, default=2048,
                       help="snippet feature width D: RGB stream first D/2 channels, flow the last D/2")
-    data.add_argument("--max-seqlen", type=int, default=500,
-                      help="N: training videos and SCL exemplar videos are resampled to this many snippets")
+    data.add_argument("--max-seqlen", type=int, default=None,
+                      help="N: training videos and SCL exemplar videos are resampled to this many snippets "
+                           "(default: 500 on THUMOS-14, 60 on ActivityNet)")
     data.add_argument("--batch-size", type=int, default=10, help="videos per training batch")
     data.add_argument("--num-similar", type=int, default=3,
                       help="pairs of same-class videos at the head of each batch (the co-activity pairs)")
@@ -47,13 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "in half its free memory, host for a memory-mapped store on the CPU")
 
     model = p.add_argument_group("model")
-    model.add_argument("--use-model", default="STCL_THU", choices=sorted(VARIANTS),
-                       help="STCL_THU (THUMOS-14) or STCL_ACT (ActivityNet variant, docs/METHOD.md#6-activitynet)")
+    model.add_argument("--use-model", default=None, choices=sorted(MODEL_RECORDS),
+                       help="STCL_THU (THUMOS-14 model) or STCL_ACT (ActivityNet model: cls_intra reads TCL layer 1, "
+                            "smoothed scores, M = 5, KL weight 0.1); default: the dataset's")
     model.add_argument("--AWM", default="BWA_fusion_dropout_feat_v2", choices=["BWA_fusion_dropout_feat_v2"],
                        help="cross-modal attention module; the released code has only this one for STCL-Net")
     model.add_argument("--dropout_ratio", type=float, default=0.7, help="dropout of the fusion layer and classifier heads")
-    model.add_argument("--t", type=int, default=5,
-                       help="ActivityNet variant: scores are smoothed with an average pool of width (max_seqlen//t)//2*2+1")
+    model.add_argument("--t", type=int, default=None,
+                       help="STCL_ACT: scores are smoothed with an average pool of width (max_seqlen//t)//2*2+1 "
+                            "(default 5); refused for STCL_THU, which does not smooth")
     model.add_argument("--num-exemplars", type=int, default=None,
                        help="M, exemplar videos per class for SCL (default: 10 for STCL_THU, 5 for STCL_ACT)")
     model.add_argument("--exemplar-mode", default="cached", choices=["cached", "resample"],
@@ -64,11 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--exemplar-seed", type=int, default=0, help="cached mode: seed of the exemplar draw")
 
     loss = p.add_argument_group("training objective")
-    loss.add_argument("--k", type=float, default=7, help="top-k MIL: the top T//k snippets of each class are averaged")
+    loss.add_argument("--k", type=float, default=None,
+                      help="top-k MIL: the top T//k snippets of each class are averaged (default: 7 on THUMOS-14, "
+                           "5 on ActivityNet)")
     loss.add_argument("--alpha1", type=float, default=0.8, help="weight of the actionness norm term")
     loss.add_argument("--alpha2", type=float, default=0.8, help="weight of the actionness guide term")
     loss.add_argument("--alpha3", type=float, default=1.0, help="weight of the co-activity contrast term")
-    loss.add_argument("--alpha4", type=float, default=1.0, help="weight of the RGB/flow mutual-learning term")
+    loss.add_argument("--alpha4", type=float, default=None,
+                      help="weight of the RGB/flow mutual-learning term (default 1; the released STCL_ACT ignores "
+                           "--alpha4 and uses 1, here the flag wins)")
     loss.add_argument("--kl-weight", type=float, default=None,
                       help="weight of the branch KL term (default: 1 for STCL_THU, 0.1 for STCL_ACT)")
     loss.add_argument("--kl-form", default="prob", choices=["prob", "log"],
@@ -76,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "'log': the proper log-probability input")
 
     optim = p.add_argument_group("optimisation")
-    optim.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (constant)")
+    optim.add_argument("--lr", type=float, default=None,
+                       help="Adam learning rate, constant (default: 5e-5 on THUMOS-14, 3e-5 on ActivityNet)")
     optim.add_argument("--weight_decay", type=float, default=1e-3, help="Adam L2 weight decay (added to the gradient)")
-    optim.add_argument("--max-iter", type=int, default=10000, help="training iterations")
+    optim.add_argument("--max-iter", type=int, default=None,
+                       help="training iterations (default: 10000 on THUMOS-14, 40000 on ActivityNet)")
     optim.add_argument("--interval", type=int, default=200, help="evaluate every this many iterations")
     optim.add_argument("--seed", type=int, default=3552, help="seed of python, numpy and torch")
     optim.add_argument("--seeds", default=None,
@@ -135,15 +151,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_variant(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the options whose default depends on ``--use-model`` (M, KL weight)."""
-    defaults = VARIANTS[args.use_model]
-    args.variant = defaults["variant"]
-    if args.num_exemplars is None:
-        args.num_exemplars = defaults["num_exemplars"]
-    if args.kl_weight is None:
-        args.kl_weight = defaults["kl_weight"]
+def resolve_dataset(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every option left at None from the dataset record; the options given win.
+
+    Adds the record's model settings as plain values (checkpoints store ``vars(args)``):
+    ``variant`` ("thumos" / "activitynet", the model's name in words), ``tcl_depth`` and
+    ``smooth_kernel`` (``STCLNet`` arguments). ``t`` is None for a model that does not
+    smooth (:func:`parse_args` refuses a ``--t`` given for one). Derived values are
+    recomputed, so options restored from a checkpoint resolve the same way.
+    """
+    record = dataset_record(args.dataset_name, args.use_model)
+    for option, field in RECORD_OPTIONS.items():
+        if getattr(args, option, None) is None:
+            setattr(args, option, getattr(record, field))
+    if record.smooth_t is None:
+        args.t = None
+    elif getattr(args, "t", None) is None:
+        args.t = record.smooth_t
+    args.variant = "activitynet" if args.use_model == "STCL_ACT" else "thumos"
+    args.tcl_depth = record.tcl_depth
+    args.smooth_kernel = record.smooth_kernel(args.max_seqlen, args.t)
     return args
+
+
+#: The earlier name of :func:`resolve_dataset`.
+resolve_variant = resolve_dataset
 
 
 #: The option groups a checkpoint's stored options are restored from by test.py: what defines
@@ -169,10 +201,16 @@ def explicit_args(argv) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """Parse ``argv`` (default ``sys.argv[1:]``) and resolve variant defaults."""
-    args = build_parser().parse_args(argv)
+    """Parse ``argv`` (default ``sys.argv[1:]``) and fill the dataset record's defaults."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.feature_size % 2:
-        build_parser().error(f"--feature-size must be even (two streams of D/2); got {args.feature_size}")
+        parser.error(f"--feature-size must be even (two streams of D/2); got {args.feature_size}")
     if not 0 < args.holdout < 1:
-        build_parser().error(f"--holdout is a fraction of the training videos, between 0 and 1; got {args.holdout}")
-    return resolve_variant(args)
+        parser.error(f"--holdout is a fraction of the training videos, between 0 and 1; got {args.holdout}")
+    given_t = args.t is not None
+    args = resolve_dataset(args)
+    if given_t and args.t is None:
+        parser.error(f"--t sets the smoothing of STCL_ACT, but {args.use_model} does not smooth its scores; "
+                     "drop --t or pass --use-model STCL_ACT")
+    return args

@@ -22,9 +22,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from dataset_record import DatasetRecord, dataset_record
 from inference import (BANK_KEY, BankRecipe, EvaluationBank, Outputs, activitynet_results,
                        as_detections, detections_of, evaluation_bank, run_network)
-from options import checkpoint_options, explicit_args, parse_args, resolve_variant
+from options import RECORD_OPTIONS, checkpoint_options, explicit_args, parse_args, resolve_dataset
 from proposal_methods import PROPOSAL_METHODS, ambiguous_to_snippets
 from train import ExemplarSource, build_model
 from utils import checkpoint as ckpt
@@ -32,9 +33,9 @@ from utils.cas_folder import read_cas_folder, write_cas_folder
 from utils.device import choose_device
 from utils.diagnosis import false_positive_breakdown, format_breakdown, per_class_ap_table, write_per_class_csv
 from utils.errors import DataError, STCLError
-from utils.evaluation import (ACTIVITYNET_TIOU, FEATURE_FPS, SECONDS_PER_SNIPPET, THUMOS_TIOU, SegmentTable,
-                              classification_map, detection_ap, format_table, ground_truth_from_annotations,
-                              seconds_per_snippet, summarize, video_class_scores)
+from utils.evaluation import (FEATURE_FPS, SECONDS_PER_SNIPPET, SegmentTable, classification_map, detection_ap,
+                              format_table, ground_truth_from_annotations, seconds_per_snippet, summarize,
+                              video_class_scores)
 
 # ======================================================================================
 # What evaluation needs to know about the test set (saved beside raw outputs)
@@ -46,6 +47,8 @@ class Reference:
 
     video_names: the evaluated videos; detections and ground truth refer to them by position.
     labels: (V, C) multi-hot; ground_truth: a SegmentTable; ambiguous: {position: (K, 2)}.
+    tiou_thresholds, averages, selection_thresholds, selection: the evaluation protocol of
+    the dataset record (``dataset_record.DatasetRecord``).
     """
 
     class_names: List[str]
@@ -55,15 +58,22 @@ class Reference:
     ambiguous: Dict[int, np.ndarray]
     tiou_thresholds: np.ndarray
     seconds_per_snippet: float = SECONDS_PER_SNIPPET
+    averages: Optional[Tuple[str, ...]] = None  # None: every average whose thresholds are present
+    selection_thresholds: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    selection: str = "sum"
 
     @classmethod
-    def from_dataset(cls, dataset, variant: str = "thumos", feature_fps: float = FEATURE_FPS) -> "Reference":
+    def from_dataset(cls, dataset, record: Optional[DatasetRecord] = None,
+                     feature_fps: float = FEATURE_FPS) -> "Reference":
         """Test videos of ``dataset``; ground truth of every test-subset video.
 
-        See docs/METHOD.md#6-activitynet and ``#8-detection-map``. ``feature_fps``
-        (``--feature_fps``) converts the annotations' seconds to snippets (ground truth,
-        ambiguous intervals) and back (exported detections, figures).
+        See docs/METHOD.md#6-activitynet and ``#8-detection-map``. ``record`` gives the
+        evaluation protocol (tIoU thresholds, averages, selection score); default: the
+        record whose split the dataset follows. ``feature_fps`` (``--feature_fps``) converts
+        the annotations' seconds to snippets (ground truth, ambiguous intervals) and back
+        (exported detections, figures).
         """
+        record = record or dataset.record
         names = [dataset.video_names[i] for i in dataset.test_index]
         position = {v: p for p, v in enumerate(dataset.test_index)}
         # Ground truth covers the whole test subset, so instances of videos dropped from
@@ -78,13 +88,26 @@ class Reference:
         ambiguous = {position[v]: ambiguous_to_snippets(iv, feature_fps)
                      for v, iv in dataset.ambiguous.items() if v in position}
         return cls(list(dataset.class_names), names, dataset.labels[dataset.test_index], ground_truth, ambiguous,
-                   THUMOS_TIOU if variant == "thumos" else ACTIVITYNET_TIOU, seconds_per_snippet(feature_fps))
+                   np.asarray(record.tiou_thresholds), seconds_per_snippet(feature_fps), record.averages,
+                   record.selection_thresholds, record.selection)
+
+    @property
+    def selection_text(self) -> str:
+        """The selection score in words, e.g. "sum of mAP@0.1..0.7"."""
+        first, last = self.selection_thresholds[0], self.selection_thresholds[-1]
+        return f"{self.selection} of mAP@{first:g}..{last:g}"
+
+    def selection_score(self, summary: Dict[str, float]) -> float:
+        """The checkpoint-selection score: the sum or mean of mAP at ``selection_thresholds``."""
+        values = [summary[f"mAP@{t:g}"] for t in self.selection_thresholds]
+        return float(sum(values) if self.selection == "sum" else np.mean(values))
 
     def to_json(self) -> dict:
         gt = self.ground_truth
         return {"class_names": self.class_names, "video_names": self.video_names,
                 "labels": self.labels.astype(int).tolist(), "tiou_thresholds": self.tiou_thresholds.tolist(),
-                "scale": self.seconds_per_snippet,
+                "scale": self.seconds_per_snippet, "averages": None if self.averages is None else list(self.averages),
+                "selection_thresholds": list(self.selection_thresholds), "selection": self.selection,
                 "ground_truth_rows": np.stack([gt.video, gt.label, gt.start, gt.end], 1).tolist(),
                 "ambiguous": {str(p): np.asarray(iv).tolist() for p, iv in self.ambiguous.items()}}
 
@@ -92,9 +115,15 @@ class Reference:
     def from_json(cls, meta: dict) -> "Reference":
         rows = np.asarray(meta["ground_truth_rows"], dtype=np.float64).reshape(-1, 4)
         gt = SegmentTable(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], np.ones(len(rows)))
+        thresholds = np.asarray(meta["tiou_thresholds"])
+        # folders saved before the record carried no protocol: THUMOS-style or ActivityNet-style by thresholds
+        older = dataset_record("Thumos14reduced" if thresholds.min() < 0.5 else "ActivityNet1.2")
+        averages = meta.get("averages", older.averages)
         return cls(meta["class_names"], meta["video_names"], np.asarray(meta["labels"], np.float32), gt,
                    {int(p): np.asarray(iv, np.int64).reshape(-1, 2) for p, iv in meta["ambiguous"].items()},
-                   np.asarray(meta["tiou_thresholds"]), meta["scale"])
+                   thresholds, meta["scale"], None if averages is None else tuple(averages),
+                   tuple(meta.get("selection_thresholds", older.selection_thresholds)),
+                   meta.get("selection", older.selection))
 
 
 @dataclass
@@ -110,10 +139,9 @@ class EvaluationResult:
 
     @property
     def selection_score(self) -> float:
-        """THUMOS: sum of mAP@0.1..0.7; ActivityNet: mean over its thresholds (docs/METHOD.md#5-objective)."""
-        if self.tiou_thresholds.min() < 0.5:
-            return float(sum(self.summary[f"mAP@{t:g}"] for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)))
-        return float(np.mean([self.summary[f"mAP@{t:g}"] for t in self.tiou_thresholds]))
+        """The dataset's checkpoint-selection score (THUMOS: sum of mAP@0.1..0.7; ActivityNet:
+        mean over its thresholds; docs/METHOD.md#5-objective)."""
+        return self.reference.selection_score(self.summary)
 
 
 # Stage 1, the network on every test video, is inference.run_network (beside the evaluation
@@ -142,7 +170,7 @@ def evaluate(outputs: Outputs, reference: Reference, *, proposal_method: str = "
         for p, name in enumerate(reference.video_names))
     num_class = len(reference.class_names)
     ap = detection_ap(detections, reference.ground_truth, reference.tiou_thresholds, num_class)
-    summary = summarize(np.nanmean(ap, axis=1), reference.tiou_thresholds)
+    summary = summarize(np.nanmean(ap, axis=1), reference.tiou_thresholds, reference.averages)
     scores = np.stack([video_class_scores(outputs[n][0], min(classification_topk, len(outputs[n][0])))
                        for n in reference.video_names])
     summary["cmAP"] = 100 * classification_map(scores, reference.labels)
@@ -179,7 +207,8 @@ def test(model, dataset, source, args: argparse.Namespace, device: torch.device,
     outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
                           exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed,
                           amp=args.amp, progress=progress, bank=bank)
-    reference = reference or Reference.from_dataset(dataset, args.variant, args.feature_fps)
+    reference = reference or Reference.from_dataset(dataset, dataset_record(args.dataset_name, args.use_model),
+                                                    args.feature_fps)
     return evaluate(outputs, reference, proposal_method=args.proposal_method, gamma=args.gamma_oic,
                     classification_topk=args.classification_topk)
 
@@ -297,8 +326,12 @@ def load_checkpoint(args: argparse.Namespace, given: dict) -> LoadedCheckpoint:
     A checkpoint of main.py restores the options that define the model, the data and the
     post-processing (``options.checkpoint_options``), each overridden by a flag given; run
     flags (``--device``, ``--output``, ``--amp`` ...) always come from the command line, so
-    a checkpoint trained with ``--device cuda`` evaluates on a CPU machine.
+    a checkpoint trained with ``--device cuda`` evaluates on a CPU machine. Options neither
+    given nor restored come from the dataset record (``options.resolve_dataset``).
     """
+    # what the record decides starts unset again (``args`` may come resolved for the default
+    # dataset), so that the checkpoint's dataset and model, or the flags given, choose it
+    args = argparse.Namespace(**{**vars(args), **{o: None for o in (*RECORD_OPTIONS, "t") if o not in given}})
     if args.pretrained_ckpt is None:
         raise STCLError("give --pretrained-ckpt PATH (a checkpoint of main.py or the released .pkl), "
                         "or --from-cas DIR")
@@ -306,17 +339,22 @@ def load_checkpoint(args: argparse.Namespace, given: dict) -> LoadedCheckpoint:
     state = ckpt.model_state_of(raw, args.pretrained_ckpt)
     if isinstance(raw, dict) and isinstance(raw.get("args"), dict):
         args = argparse.Namespace(**{**vars(args), **checkpoint_options(raw["args"]), **given})
-    else:  # a released state dict: its shapes say D and C, and C says the variant
+    else:  # a released state dict: its shapes say D and C, and C says the dataset and the model
         try:
             d, c = ckpt.released_shape_of(state)
         except STCLError as exc:
             raise ckpt.CheckpointError(f"{args.pretrained_ckpt}: {exc}") from exc
         vars(args).update({"feature_size": given.get("feature_size", d), "num_class": given.get("num_class", c)})
-        if "use_model" not in given and args.num_class in (100, 200):  # ActivityNet 1.2 / 1.3
-            args.use_model, args.num_exemplars, args.kl_weight = "STCL_ACT", None, None
-            print(f"{args.pretrained_ckpt} has {args.num_class} classes: evaluating it as STCL_ACT "
-                  "(the ActivityNet variant); pass --use-model to choose")
-    args = resolve_variant(args)
+        if args.num_class in (100, 200):  # ActivityNet 1.2 / 1.3
+            if "dataset_name" not in given:
+                args.dataset_name = "ActivityNet1.2" if args.num_class == 100 else "ActivityNet1.3"
+            if "use_model" not in given:
+                args.use_model = "STCL_ACT"
+                print(f"{args.pretrained_ckpt} has {args.num_class} classes: evaluating it as STCL_ACT "
+                      "(the ActivityNet variant); pass --use-model to choose")
+    args = resolve_dataset(args)
+    if "t" in given and args.t is None:
+        raise STCLError(f"--t sets the smoothing of STCL_ACT, but {args.use_model} does not smooth its scores")
     model = build_model(args)
     ckpt.load_weights(model, state, args.pretrained_ckpt)
     info = {"checkpoint": str(args.pretrained_ckpt),
@@ -404,7 +442,7 @@ def _main(argv) -> int:
             raise STCLError("--save-bank saves the cached evaluation bank; it cannot go with --exemplar-mode resample")
         print(f"wrote {save_with_bank(loaded, bank, args.save_bank)}: these weights with their exemplar bank "
               f"(test.py or localize.py --pretrained-ckpt {args.save_bank} needs no training features)")
-    reference = Reference.from_dataset(dataset, args.variant, args.feature_fps)
+    reference = Reference.from_dataset(dataset, dataset_record(args.dataset_name, args.use_model), args.feature_fps)
     outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
                           exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed, amp=args.amp,
                           bank=bank)

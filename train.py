@@ -14,7 +14,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from model import STCLCriterion, STCLNet
+from model import STCLCriterion, STCLNet, weigh
 from utils.device import autocast
 
 
@@ -28,16 +28,23 @@ class NonFiniteLossError(RuntimeError):
 
 
 def build_model(args: argparse.Namespace) -> STCLNet:
-    """The network described by the options (``--use-model``, ``--feature-size`` ...)."""
+    """The network described by the options, resolved against the dataset record
+    (``options.resolve_dataset``: ``tcl_depth``, ``smooth_kernel``)."""
     return STCLNet(feature_size=args.feature_size, num_class=args.num_class, dropout=args.dropout_ratio,
-                   variant=args.variant, max_seqlen=args.max_seqlen, t=args.t)
+                   tcl_depth=args.tcl_depth, smooth_kernel=args.smooth_kernel)
+
+
+def loss_weights(args: argparse.Namespace) -> Dict[str, float]:
+    """The weight of every loss term (docs/METHOD.md#5-objective), from the resolved options: alpha1..alpha4
+    and the KL weight (their defaults come from the dataset record)."""
+    return {"mil": 1.0, "branch": 1.0, "kl": args.kl_weight, "co": args.alpha3, "mutual": args.alpha4,
+            "norm": args.alpha1, "guide": args.alpha2, "snippet": 1.0}
 
 
 def build_criterion(args: argparse.Namespace) -> STCLCriterion:
-    """The objective of the chosen variant (ActivityNet: mutual-learning weight fixed at 1)."""
-    alpha4 = 1.0 if args.variant == "activitynet" else args.alpha4
-    return STCLCriterion(k=args.k, alpha1=args.alpha1, alpha2=args.alpha2, alpha3=args.alpha3, alpha4=alpha4,
-                         kl_weight=args.kl_weight, kl_log_form=args.kl_form == "log", num_pairs=args.num_similar)
+    """The objective described by the resolved options, with its weight dict."""
+    return STCLCriterion(k=args.k, kl_log_form=args.kl_form == "log", num_pairs=args.num_similar,
+                         weight_dict=loss_weights(args))
 
 
 def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Adam:
@@ -132,14 +139,17 @@ def train_step(model: STCLNet, criterion: STCLCriterion, optimizer: torch.optim.
     """One update on one batch.
 
     features: (B, N, D); labels: (B, C) multi-hot; exemplar_videos: (C, M, N, D), all on
-    the model's device. Returns every weighted loss term and ``total`` as floats. Raises
+    the model's device. Returns floats: every weighted loss term under its name, ``total``
+    (their sum, the loss minimised), and every raw term as ``raw_<name>``. Raises
     :class:`NonFiniteLossError` (before touching the weights) if the loss is not finite.
     """
     model.train()
     with autocast(features.device, amp):
         outputs = model(features, exemplar_videos=exemplar_videos)
-    losses = criterion({k: v.float() for k, v in outputs.items()}, labels)
-    values = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).tolist()))
+    raw = criterion({k: v.float() for k, v in outputs.items()}, labels)
+    losses = weigh(raw, criterion.weight_dict)
+    logged = {**losses, **{f"raw_{name}": value for name, value in raw.items()}}
+    values = dict(zip(logged, torch.stack([v.detach() for v in logged.values()]).tolist()))
     if not np.isfinite(values["total"]):
         raise NonFiniteLossError(iteration, values)
     optimizer.zero_grad(set_to_none=True)

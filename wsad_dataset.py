@@ -19,10 +19,11 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from dataset_record import RECORDS, DatasetRecord, record_for_subsets
 from feature_store import FeatureStore, has_store, store_paths
 from utils.errors import DataError
 
@@ -36,19 +37,6 @@ REQUIRED_ANNOTATIONS = ("classlist", "videoname", "subset", "duration", "labels_
 _UNREADABLE = (OSError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, ImportError, IndexError)
 
 _log = logging.getLogger(__name__)
-
-
-class _Split(NamedTuple):
-    """Which subset trains and which tests, and the shortest video each list keeps."""
-
-    train: str
-    test: str
-    min_snippets: int
-    allowed: frozenset[str]
-
-
-THUMOS_SPLIT = _Split("validation", "test", 0, frozenset({"validation", "test"}))
-ACTIVITYNET_SPLIT = _Split("training", "validation", 11, frozenset({"training", "validation", "testing"}))
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -248,30 +236,56 @@ def _read_annotations(folder: Path, num_class: int) -> _Annotations:
                             f"but {segments_path} gives {len(video_segments)} segments")
         segments.append(video_segments)
         segment_labels.append(np.asarray(labels_of_segments, dtype=np.int64))
-    _warn_segments_past_duration(segments_path, video_names, segments, duration)
     return _Annotations(class_names, video_names, subset, duration, video_classes, segments, segment_labels)
 
 
-def _warn_segments_past_duration(path: Path, video_names: list[str], segments: list[np.ndarray],
-                                 duration: np.ndarray) -> None:
-    """One warning naming every video with segments ending after its duration."""
-    late = [(name, int((seg[:, 1] > length).sum()))
+#: How many videos a warning names; the full list goes to a file (see `warn_about_videos`).
+WARNING_NAMES = 5
+LATE_SEGMENTS_FILE = "segments_past_duration.txt"
+
+
+def late_segments(video_names: list[str], segments: list[np.ndarray], duration: np.ndarray) -> list[tuple[str, int]]:
+    """(video name, how many of its segments end after its duration), for every such video."""
+    return [(name, int((seg[:, 1] > length).sum()))
             for name, seg, length in zip(video_names, segments, duration) if (seg[:, 1] > length).any()]
-    if late:
-        listing = ", ".join(f"{name} ({count})" for name, count in late)
-        warnings.warn(f"{path}: {sum(count for _, count in late)} segments end after their video's duration "
-                      f"(kept as they are): {listing}", stacklevel=4)
 
 
-def _choose_split(subset: list[str], path: Path) -> _Split:
-    """THUMOS (validation/test) or ActivityNet (training/validation) from the subset values."""
-    values = set(subset)
-    split = ACTIVITYNET_SPLIT if "training" in values else THUMOS_SPLIT
-    unexpected = sorted(values - split.allowed)
+def warn_about_videos(what: str, videos: list[tuple[str, int]], report_dir: Path | None, file_name: str,
+                      stacklevel: int = 3) -> Path | None:
+    """One readable warning about many videos: the count, the first WARNING_NAMES of them and,
+    when there are more, where the full list is (``report_dir/file_name``, one "name count"
+    line per video, written atomically; without a report_dir, the dataset attribute).
+
+    videos: (name, count) pairs. Returns the path of the full list, if one was written.
+    """
+    shown = ", ".join(f"{name} ({count})" for name, count in videos[:WARNING_NAMES])
+    message = f"{what} in {len(videos)} videos: {shown}"
+    written = None
+    if len(videos) > WARNING_NAMES:
+        message += f" and {len(videos) - WARNING_NAMES} more"
+        if report_dir is not None:
+            written = Path(report_dir) / file_name
+            written.parent.mkdir(parents=True, exist_ok=True)
+            tmp = written.with_name(written.name + ".tmp")
+            tmp.write_text("".join(f"{name} {count}\n" for name, count in videos))
+            tmp.replace(written)
+            message += f"; the full list is in {written}"
+        else:
+            message += "; SampleDataset.late_segments lists them all"
+    warnings.warn(message, stacklevel=stacklevel)
+    return written
+
+
+def _choose_record(dataset_name: str, subset: list[str], path: Path) -> DatasetRecord:
+    """The record whose split this dataset follows: its own if listed in dataset_record.RECORDS,
+    else THUMOS-14 (validation/test) or ActivityNet (training/validation) from the subset values."""
+    record = RECORDS.get(dataset_name) or record_for_subsets(subset)
+    unexpected = sorted(set(subset) - set(record.subsets))
     if unexpected:
-        raise DataError(f"{path}: unexpected subset values {unexpected}; expected {sorted(THUMOS_SPLIT.allowed)} "
-                        f"(THUMOS) or {sorted(ACTIVITYNET_SPLIT.allowed)} (ActivityNet)")
-    return split
+        known = "" if dataset_name in RECORDS else " (THUMOS-14), or training/validation/testing (ActivityNet)"
+        raise DataError(f"{path}: unexpected subset values {unexpected}; the {record.name} record expects "
+                        f"{list(record.subsets)}{known}")
+    return record
 
 
 def _video_features(value, path: Path, video: str, feature_size: int) -> np.ndarray:
@@ -374,6 +388,11 @@ class SampleDataset:
         holdout_index: int64, the training videos kept out of training by ``holdout`` (a
             fraction of train_index, drawn with ``holdout_seed``; empty when it is 0): they are
             in neither train_index nor class_train_index, and :meth:`holdout_view` evaluates on them.
+        late_segments: (name, count) of every video with segments ending after its
+            duration; they are kept, and one warning names the first few (the full list is
+            written to ``report_dir``/segments_past_duration.txt when a report_dir is given,
+            e.g. the run folder).
+        dataset_name, record: the name, and the dataset record whose split it follows.
         num_class, feature_size, max_seqlen, num_similar, batch_size: as given.
 
     ``require_training=False`` accepts a dataset without training videos (only test
@@ -383,7 +402,7 @@ class SampleDataset:
 
     def __init__(self, path_dataset, dataset_name="Thumos14reduced", *, num_class=20, feature_size=2048,
                  max_seqlen=500, num_similar=3, batch_size=10, min_snippets=None, feature_format="auto",
-                 holdout=0.0, holdout_seed=0, require_training=True):
+                 holdout=0.0, holdout_seed=0, require_training=True, report_dir=None):
         _check_sampling_options(max_seqlen, num_similar, batch_size)
         self.num_class = num_class
         self.feature_size = feature_size
@@ -397,13 +416,21 @@ class SampleDataset:
         if feature_format == "joint" and not feature_file.is_file():
             raise _missing(feature_file, "features file")
         annotations = _read_annotations(folder, num_class)
-        split = _choose_split(annotations.subset, folder / "subset.npy")
+        #: (video name, count) of every video with segments ending after its duration (kept as they are)
+        self.late_segments = late_segments(annotations.video_names, annotations.segments, annotations.duration)
+        if self.late_segments:
+            warn_about_videos(f"{folder / 'segments.npy'}: {sum(n for _, n in self.late_segments)} segments end "
+                              "after their video's duration (kept as they are)", self.late_segments, report_dir,
+                              LATE_SEGMENTS_FILE)
+        self.dataset_name = dataset_name
+        #: the dataset record whose split this dataset follows (dataset_record.py)
+        self.record = record = _choose_record(dataset_name, annotations.subset, folder / "subset.npy")
         if feature_format == "store":
             self.store = FeatureStore.open(path_dataset, dataset_name, annotations.video_names, feature_size)
         else:
             self.store = FeatureStore.from_arrays(_read_features(feature_file, annotations.video_names, feature_size))
         if min_snippets is None:
-            min_snippets = split.min_snippets
+            min_snippets = record.min_snippets
 
         self.class_names = annotations.class_names
         self.video_names = annotations.video_names
@@ -415,11 +442,11 @@ class SampleDataset:
         subset = np.asarray(annotations.subset)
         lengths = self.store.lengths
         long_enough = lengths >= min_snippets
-        self.train_index = np.flatnonzero((subset == split.train) & long_enough)
-        self.test_index = np.flatnonzero((subset == split.test) & long_enough)
-        self.train_videos = np.flatnonzero(subset == split.train)
-        self.evaluation_index = np.flatnonzero(subset == split.test)
-        self.class_train_index = [np.flatnonzero((subset == split.train) & self.store.has_signal
+        self.train_index = np.flatnonzero((subset == record.train_subset) & long_enough)
+        self.test_index = np.flatnonzero((subset == record.test_subset) & long_enough)
+        self.train_videos = np.flatnonzero(subset == record.train_subset)
+        self.evaluation_index = np.flatnonzero(subset == record.test_subset)
+        self.class_train_index = [np.flatnonzero((subset == record.train_subset) & self.store.has_signal
                                                  & (self.labels[:, c] > 0)) for c in range(num_class)]
         self.holdout_index = np.zeros(0, dtype=np.int64)
         if holdout > 0:

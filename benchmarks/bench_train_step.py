@@ -153,8 +153,8 @@ class Variant:
             self.draw = partial(ExemplarSource(dataset, args.num_exemplars, device).draw, self.rng)
         else:
             self.model = LoopSTCLNet(feature_size=args.feature_size, num_class=args.num_class,
-                                     dropout=args.dropout_ratio, variant=args.variant, max_seqlen=args.max_seqlen,
-                                     t=args.t)
+                                     dropout=args.dropout_ratio, tcl_depth=args.tcl_depth,
+                                     smooth_kernel=args.smooth_kernel)
             self.draw = partial(loop_exemplar_videos, dataset, args.num_exemplars, self.rng, device)
         self.model.load_state_dict(state)
         self.model.to(device)

@@ -18,6 +18,7 @@ if str(REPO) not in sys.path:
 # beside the checkout (../shared), never inside it.
 SHARED = REPO.parent / "shared"
 THUMOS_ANNOTATIONS = SHARED / "data" / "thumos14" / "Thumos14reduced-Annotations"
+ACTIVITYNET_ANNOTATIONS = SHARED / "data" / "activitynet12" / "ActivityNet1.2-Annotations"
 GOLDEN = SHARED / "data" / "golden" / "stcl_thu_official.npz"
 GOLDEN_EXEMPLARS = SHARED / "data" / "golden" / "stcl_thu_official_exemplars.npz"
 
@@ -28,6 +29,14 @@ def thumos_annotations() -> Path:
     if not THUMOS_ANNOTATIONS.is_dir():
         pytest.skip(f"real THUMOS-14 annotations not found at {THUMOS_ANNOTATIONS}")
     return THUMOS_ANNOTATIONS
+
+
+@pytest.fixture(scope="session")
+def activitynet_annotations() -> Path:
+    """Path of the real ActivityNet 1.2 annotation folder (../shared/data/activitynet12/...)."""
+    if not ACTIVITYNET_ANNOTATIONS.is_dir():
+        pytest.skip(f"real ActivityNet 1.2 annotations not found at {ACTIVITYNET_ANNOTATIONS}")
+    return ACTIVITYNET_ANNOTATIONS
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 def small_model(num_class: int = C) -> STCLNet:
     torch.manual_seed(0)
-    return STCLNet(feature_size=D, num_class=num_class, max_seqlen=N).eval()
+    return STCLNet(feature_size=D, num_class=num_class).eval()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def assert_same_outputs(first, second, atol=0.0):
 def evaluate_checkpoint(path, dataset, seed):
     """A fresh model (other random weights) loaded from ``path``, evaluated with a cached bank."""
     torch.manual_seed(seed)
-    model = STCLNet(feature_size=D, num_class=C, max_seqlen=N)
+    model = STCLNet(feature_size=D, num_class=C)
     load_weights(model, model_state_of(read_checkpoint(path), path), path)
     outputs = run_network(model, dataset, ExemplarSource(dataset, M, CPU), CPU, exemplar_mode="cached",
                           exemplar_seed=5, progress=False)
@@ -171,7 +171,7 @@ def test_loop_reference_computes_what_the_project_computes(demo):
     """The benchmarks' loop-based baseline draws the same exemplars and gives the same
     outputs and gradients (eval mode, so no dropout)."""
     model = small_model()
-    loop = LoopSTCLNet(feature_size=D, num_class=C, max_seqlen=N).eval()
+    loop = LoopSTCLNet(feature_size=D, num_class=C).eval()
     loop.load_state_dict(model.state_dict())
     source = ExemplarSource(demo, M, CPU)
     videos = source.draw(np.random.default_rng(2))

@@ -207,7 +207,7 @@ def test_section4_every_cas_and_attention(model, weights, inputs):
 def test_section6_activitynet_reads_tcl_layer1_and_smooths_after_the_heads(weights, inputs):
     features, videos = inputs
     kernel = (10 // 5) // 2 * 2 + 1  # max_seqlen 10, t 5 -> K = 3
-    model = loaded_model(weights, variant="activitynet", max_seqlen=10, t=5)
+    model = loaded_model(weights, tcl_depth=1, smooth_kernel=kernel)
     x, attn, attn_rgb, attn_flow = embed(weights, features)
     bank = exemplar_bank(weights, videos)  # from the UNsmoothed scores
     expected = {"attn": attn, "attn_rgb": attn_rgb, "attn_flow": attn_flow,

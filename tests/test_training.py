@@ -1,5 +1,4 @@
 """One training step, and a short run on planted data that really learns."""
-import argparse
 
 import numpy as np
 import pytest
@@ -79,9 +78,14 @@ def test_train_step_returns_floats_and_updates():
     before = model.cls_base[4].weight.detach().clone()
     labels = torch.eye(C)[[0, 0, 1, 1, 2, 2]]
     losses = train_step(model, criterion, optimizer, torch.randn(6, T, D), labels, torch.randn(C, 2, T, D))
-    assert set(losses) == {"mil", "branch", "kl", "co", "mutual", "norm", "guide", "snippet", "total"}
+    terms = {"mil", "branch", "kl", "co", "mutual", "norm", "guide", "snippet"}
+    assert set(losses) == terms | {"total"} | {f"raw_{t}" for t in terms}
     assert all(isinstance(v, float) and np.isfinite(v) for v in losses.values())
-    assert losses["total"] == pytest.approx(sum(v for k, v in losses.items() if k != "total"), rel=1e-5)
+    assert losses["total"] == pytest.approx(sum(losses[t] for t in terms), rel=1e-5)
+    weights = criterion.weight_dict  # weighted = raw x weight, applied in one place (model.weigh)
+    assert (weights["norm"], weights["guide"]) == (0.8, 0.8)
+    for t in terms:
+        assert losses[t] == pytest.approx(weights[t] * losses[f"raw_{t}"], rel=1e-6), t
     assert not torch.equal(before, model.cls_base[4].weight)
 
 
@@ -101,7 +105,7 @@ def test_amp_step_runs_in_bfloat16_and_keeps_float32_weights():
         results[amp] = train_step(model, criterion, optimizer, features, labels, exemplars, amp=amp), model
     (plain, _), (mixed, model) = results[False], results[True]
     assert mixed["total"] != plain["total"]
-    for term in set(plain) - {"snippet", "total"}:  # the snippet term picks snippets by thresholds
+    for term in set(plain) - {"snippet", "raw_snippet", "total"}:  # the snippet term picks snippets by thresholds
         assert mixed[term] == pytest.approx(plain[term], rel=0.05, abs=0.01), term
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
 
@@ -124,5 +128,5 @@ def test_variant_defaults():
     act = parse_args(["--use-model", "STCL_ACT"])
     assert (thu.num_exemplars, thu.kl_weight, thu.variant) == (10, 1.0, "thumos")
     assert (act.num_exemplars, act.kl_weight, act.variant) == (5, 0.1, "activitynet")
-    assert build_criterion(argparse.Namespace(**{**vars(act), "alpha4": 3.0})).weights["mutual"] == 1.0
+    assert build_criterion(act).weight_dict["mutual"] == 1.0  # the released STCL_ACT's fixed weight
     assert (thu.lr, thu.weight_decay, thu.max_iter, thu.interval, thu.seed, thu.k) == (5e-5, 1e-3, 10000, 200, 3552, 7)

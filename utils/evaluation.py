@@ -399,16 +399,22 @@ def classification_map(scores, labels) -> float:
     return float(ap.mean())
 
 
-def summarize(map_per_threshold, tiou_thresholds) -> dict:
+def summarize(map_per_threshold, tiou_thresholds, averages=None) -> dict:
     """Named results in PERCENT (the one function here that reports percent).
 
     'mAP@0.1' ... per threshold, then each of 'avg 0.1:0.5', 'avg 0.3:0.7', 'avg 0.1:0.7',
-    'avg 0.1:0.9', 'avg 0.5:0.95' whose thresholds are all present.
+    'avg 0.1:0.9', 'avg 0.5:0.95' whose thresholds are all present; ``averages`` (names
+    among those, e.g. a dataset record's) keeps only the ones named.
     """
+    unknown = sorted(set(averages or ()) - set(_AVERAGES))
+    if unknown:
+        raise ValueError(f"unknown averages {unknown}; known: {list(_AVERAGES)}")
     maps = 100 * np.asarray(map_per_threshold, dtype=np.float64)
     thresholds = np.round(np.asarray(tiou_thresholds, dtype=np.float64), 2)
     summary = {f"mAP@{t:g}": float(m) for t, m in zip(thresholds, maps)}
     for name, wanted in _AVERAGES.items():
+        if averages is not None and name not in averages:
+            continue
         present = np.isclose(thresholds[:, None], wanted[None, :]).any(axis=1)
         if present.sum() == len(wanted):
             summary[name] = float(maps[present].mean())

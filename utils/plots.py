@@ -65,7 +65,7 @@ def learning_curve_data(results: dict, losses: dict, window: int | None = None) 
 
     mAP panel: THUMOS-style results (a threshold below 0.5) show mAP@0.1..0.7 and their
     average; ActivityNet-style results (0.5..0.95) show every threshold and the average.
-    Loss panel: every column of ``losses`` but ``iteration``, smoothed by a trailing
+    Loss panel: every column of ``losses`` but ``iteration`` and the raw terms, smoothed by a trailing
     running mean over ``window`` rows (default: max(1, L // 20)).
     """
     columns = _plotted_columns(results)
@@ -78,7 +78,8 @@ def learning_curve_data(results: dict, losses: dict, window: int | None = None) 
     else:
         best = int(iteration[np.argmax(average)]) if len(iteration) else None
 
-    raw = {name: values for name, values in losses.items() if name != "iteration"}
+    # the weighted terms and the total (what is minimised); the raw_* columns are left out
+    raw = {name: values for name, values in losses.items() if name != "iteration" and not name.startswith("raw_")}
     rows = len(losses["iteration"])
     window = window if window is not None else max(1, rows // 20)
     smooth = {name: running_mean(values, window) for name, values in raw.items()}

@@ -57,10 +57,12 @@ class RunLog:
         self.tensorboard = SummaryWriter(str(run_dir / "tb"), purge_step=start if resume else None)
 
     def log_losses(self, iteration: int, terms: Dict[str, float], lr: float) -> None:
-        """One row of loss terms, and the learning rate."""
+        """One row of loss terms, and the learning rate. TensorBoard: ``loss/<term>`` weighted
+        (and the total), ``loss_raw/<term>`` for the ``raw_<term>`` values."""
         self.losses.append({"iteration": iteration, **terms})
         for name, value in terms.items():
-            self.tensorboard.add_scalar(f"loss/{name}", value, iteration)
+            tag = f"loss_raw/{name[4:]}" if name.startswith("raw_") else f"loss/{name}"
+            self.tensorboard.add_scalar(tag, value, iteration)
         self.tensorboard.add_scalar("lr", lr, iteration)
 
     def log_evaluation(self, iteration: int, summary: Dict[str, float], best: bool) -> None:
