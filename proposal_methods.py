@@ -76,18 +76,22 @@ def soft_nms(start, end, score, sigma: float = 0.3):
     """
     start, end = np.asarray(start, np.float64), np.asarray(end, np.float64)
     current = np.array(score, dtype=np.float64)
+    n = len(current)
+    # Every pair's decay exp(-IoU^2 / sigma) once, (n, n), with the same arithmetic per pair
+    # as one row at a time, so the scores are bitwise those of the row-by-row loop; the
+    # loop then only picks and multiplies (3x faster at the ~40 proposals per class and
+    # video of ActivityNet, benchmarks/bench_activitynet.py).
     area = end - start + 1
-    remaining = np.ones(len(current), dtype=bool)
-    order = np.empty(len(current), dtype=np.int64)
-    kept_score = np.empty(len(current))
-    for i in range(len(current)):
-        pick = int(np.argmax(np.where(remaining, current, -np.inf)))
+    overlap = np.minimum(end[:, None], end) - np.maximum(start[:, None], start) + 1
+    intersection = np.maximum(0, overlap)
+    decay = np.exp(-(intersection / (area[:, None] + area - intersection)) ** 2 / sigma)
+    order = np.empty(n, dtype=np.int64)
+    kept_score = np.empty(n)
+    for i in range(n):
+        pick = int(current.argmax())  # picked ones are -inf, which every decay (> 0) keeps
         order[i], kept_score[i] = pick, current[pick]
-        remaining[pick] = False
-        overlap = np.minimum(end[pick], end) - np.maximum(start[pick], start) + 1
-        intersection = np.maximum(0, overlap)
-        iou = intersection / (area[pick] + area - intersection)
-        current *= np.exp(-iou**2 / sigma)
+        current[pick] = -np.inf
+        current *= decay[pick]
     return order, kept_score
 
 

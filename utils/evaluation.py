@@ -374,7 +374,10 @@ def video_class_scores(cas, k: int = 1) -> np.ndarray:
     cas = np.asarray(cas, dtype=np.float64)
     if not 1 <= k <= len(cas):
         raise ValueError(f"k must lie in 1..T = {len(cas)}, got {k}")
-    logits = np.partition(cas, len(cas) - k, axis=0)[len(cas) - k:].mean(axis=0)
+    if k == 1:  # the classification default: the max, without a partition (the same values)
+        logits = cas.max(axis=0)
+    else:
+        logits = np.partition(cas, len(cas) - k, axis=0)[len(cas) - k:].mean(axis=0)
     exp = np.exp(logits - logits.max())
     return (exp / exp.sum())[:-1]
 
