@@ -1,9 +1,12 @@
-"""A small synthetic dataset in the THUMOS-14 layout, for trying the pipeline without the real features.
+"""A small synthetic dataset in the THUMOS-14 or the ActivityNet layout, for trying the pipeline
+without the real features.
 
     python -m dataset.make_demo [--out dataset/demo] [--difficulty 0.5] [--seed 0]
                                 [--num-train 40] [--num-test 30] [--num-class 5] [--feature-size 64]
+    python -m dataset.make_demo --layout activitynet --out dataset/demo_activitynet
 
-then train with `--path-dataset dataset/demo --num-class 5 --feature-size 64`.
+then train with `--path-dataset dataset/demo --num-class 5 --feature-size 64` (or
+`bash train.sh --demo` / `bash train.sh --demo-activitynet`).
 
 The features are built so that localisation is learnable but not trivial. The first
 D/2 channels play the RGB stream and the last D/2 the flow stream; each stream has its
@@ -15,9 +18,13 @@ direction, so the boundaries are blurred. Everything gets Gaussian noise, a per-
 appearance offset and a per-video gain. `difficulty` in [0, 1] scales the noise, the
 appearance offset and the strength of the context snippets.
 
-Videos are 80..300 snippets long with 1 or 2 classes (class c co-occurs with c + 1) and
-instances of 4..40 snippets. Times are seconds = snippets * 16 / 25, like the I3D
-features of THUMOS-14 (16-frame snippets at 25 fps).
+THUMOS layout ('validation' trains, 'test' tests, Ambiguous_test.txt): videos are 80..300
+snippets long with 1 or 2 classes (class c co-occurs with c + 1) and instances of 4..40
+snippets. ActivityNet layout ('training' trains, 'validation' tests, no ambiguous file,
+named ActivityNet1.2 by default): one class per video, lengths spread like ActivityNet 1.2's
+(a median near 170 snippets, a few videos of 10 snippets or fewer, which the loader drops),
+and one or two instances covering most of the video (35..90 %; the real median is 70 %).
+Times are seconds = snippets * 16 / 25 (16-frame snippets at 25 fps).
 """
 from __future__ import annotations
 
@@ -33,6 +40,13 @@ from utils.evaluation import FEATURE_FPS, SNIPPET_FRAMES
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "demo"
 DEFAULT_NAME = "Thumos14reduced"
+LAYOUTS = {"thumos": ("validation", "test"), "activitynet": ("training", "validation")}
+DEFAULT_NAMES = {"thumos": DEFAULT_NAME, "activitynet": "ActivityNet1.2"}
+ANET_LENGTHS = (20, 340)  # snippets of an ordinary ActivityNet-layout video (uniform; 1.2's 5..95 % span is 25..350)
+ANET_SHORT = (3, 10)  # snippets of a short one, dropped by the loader
+ANET_SHORT_SHARE = 0.04  # of the videos are short
+ANET_COVERAGE = (0.35, 0.9)  # share of a video its instances cover
+ANET_TWO_INSTANCES = 0.3  # probability of a second instance
 FEATURES_SUFFIX = "-I3D-JOINTFeatures.npy"
 ANNOTATIONS_SUFFIX = "-Annotations"
 ANNOTATION_FILES = ("classlist", "videoname", "subset", "duration", "labels_all", "labels", "segments",
@@ -73,19 +87,26 @@ class _Style:
 
 
 def make_demo_dataset(out_dir=DEFAULT_OUT, *, num_train=40, num_test=30, num_class=5, feature_size=64,
-                      difficulty=0.5, seed=0, dataset_name=DEFAULT_NAME) -> Path:
+                      difficulty=0.5, seed=0, dataset_name=None, layout="thumos") -> Path:
     """Write a synthetic dataset to `out_dir` in the layout of docs/METHOD.md#10-data-layout and return `out_dir`.
 
-    `num_train` videos form the 'validation' (training) subset and `num_test` the 'test'
-    subset. The same seed gives the same files. A previous demo of the same name in
-    `out_dir` is replaced; until the new one is complete its features file is absent.
+    `layout` "thumos": `num_train` videos form the 'validation' (training) subset and
+    `num_test` the 'test' subset; "activitynet": 'training' and 'validation' (docs/METHOD.md#6-activitynet).
+    `dataset_name` defaults to Thumos14reduced / ActivityNet1.2. The same seed gives the
+    same files. A previous demo of the same name in `out_dir` is replaced; until the new
+    one is complete its features file is absent.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+    dataset_name = dataset_name or DEFAULT_NAMES[layout]
     _check_arguments(num_train, num_test, num_class, feature_size, difficulty)
     rng = np.random.default_rng(seed)
     style = _draw_style(rng, num_class, feature_size, difficulty)
-    videos = _draw_videos(rng, "validation", num_train, num_class) + _draw_videos(rng, "test", num_test, num_class)
+    train_subset, test_subset = LAYOUTS[layout]
+    draw = _draw_videos if layout == "thumos" else _draw_activitynet_videos
+    videos = draw(rng, train_subset, num_train, num_class) + draw(rng, test_subset, num_test, num_class)
     features = [_render(video, style, rng) for video in videos]
-    ambiguous = _ambiguous_lines([v for v in videos if v.subset == "test"], rng)
+    ambiguous = _ambiguous_lines([v for v in videos if v.subset == "test"], rng) if layout == "thumos" else None
     class_names = [f"Action{c}" for c in range(num_class)]
     out_dir = Path(out_dir)
     _write_atomically(out_dir, dataset_name, lambda staging: _write_layout(
@@ -99,7 +120,8 @@ def ensure_demo(out_dir=DEFAULT_OUT, **kwargs) -> Path:
     An existing demo is kept as it is, whatever `kwargs` say.
     """
     out_dir = Path(out_dir)
-    if not _is_complete(out_dir, kwargs.get("dataset_name", DEFAULT_NAME)):
+    name = kwargs.get("dataset_name") or DEFAULT_NAMES[kwargs.get("layout", "thumos")]
+    if not _is_complete(out_dir, name):
         make_demo_dataset(out_dir, **kwargs)
     return out_dir
 
@@ -151,6 +173,35 @@ def _place(rng: np.random.Generator, length: int, lengths: list[int],
         instances.append((start, start + size, cls))
         cursor = start + size
     return tuple(instances)
+
+
+def _draw_activitynet_videos(rng: np.random.Generator, subset: str, count: int, num_class: int) -> list[_Video]:
+    """`count` one-class videos (every class cycled through) with ActivityNet-like lengths and
+    one or two long instances."""
+    primaries = rng.permutation(np.arange(count) % num_class)
+    return [_draw_activitynet_video(rng, f"video_{subset}_{i + 1:07d}", subset, int(c)) for i, c in enumerate(primaries)]
+
+
+def _draw_activitynet_video(rng: np.random.Generator, name: str, subset: str, cls: int) -> _Video:
+    if rng.random() < ANET_SHORT_SHARE:
+        length = int(rng.integers(ANET_SHORT[0], ANET_SHORT[1] + 1))
+    else:
+        length = int(rng.integers(ANET_LENGTHS[0], ANET_LENGTHS[1] + 1))
+    covered = max(1, int(round(rng.uniform(*ANET_COVERAGE) * length)))
+    spare = length - covered  # background snippets
+    if covered >= 8 and spare >= 1 and rng.random() < ANET_TWO_INSTANCES:  # two, background between them
+        first = int(rng.integers(2, covered - 1))
+        sizes = [first, covered - first]
+    else:
+        sizes = [covered]
+    gaps = rng.multinomial(spare - (len(sizes) - 1), np.full(len(sizes) + 1, 1 / (len(sizes) + 1)))
+    gaps[1:-1] += 1  # at least one background snippet between two instances
+    instances, cursor = [], 0
+    for size, gap in zip(sizes, gaps):
+        start = cursor + int(gap)
+        instances.append((start, start + size, cls))
+        cursor = start + size
+    return _Video(name, subset, length, (cls,), tuple(instances))
 
 
 # ----------------------------------------------------------------------------- features
@@ -235,7 +286,8 @@ def _write_layout(root: Path, dataset_name: str, class_names: list[str], videos:
     }
     for name, array in arrays.items():
         np.save(folder / f"{name}.npy", array, allow_pickle=True)
-    (folder / "Ambiguous_test.txt").write_text("".join(line + "\n" for line in ambiguous))
+    if ambiguous is not None:  # THUMOS only
+        (folder / "Ambiguous_test.txt").write_text("".join(line + "\n" for line in ambiguous))
     np.save(root / f"{dataset_name}{FEATURES_SUFFIX}", _object_array(features), allow_pickle=True)
 
 
@@ -273,7 +325,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description="Build the synthetic STCL-Net demo dataset.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder to write the dataset into")
-    parser.add_argument("--dataset-name", default=DEFAULT_NAME, help="file prefix of the features and annotations")
+    parser.add_argument("--layout", default="thumos", choices=sorted(LAYOUTS),
+                        help="thumos: 'validation' trains, 'test' tests; activitynet: 'training' / 'validation', "
+                             "ActivityNet-like lengths and long instances")
+    parser.add_argument("--dataset-name", default=None,
+                        help="file prefix of the features and annotations (default: Thumos14reduced / ActivityNet1.2)")
     parser.add_argument("--difficulty", type=float, default=0.5, help="0 = clean features, 1 = noisy, blurred")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generator")
     parser.add_argument("--num-train", type=int, default=40, help="training ('validation' subset) videos")
@@ -283,9 +339,10 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     out = make_demo_dataset(args.out, num_train=args.num_train, num_test=args.num_test, num_class=args.num_class,
                             feature_size=args.feature_size, difficulty=args.difficulty, seed=args.seed,
-                            dataset_name=args.dataset_name)
+                            dataset_name=args.dataset_name, layout=args.layout)
+    name = args.dataset_name or DEFAULT_NAMES[args.layout]
     print(f"demo dataset written to {out}; train on it with --path-dataset {out} --dataset-name "
-          f"{args.dataset_name} --num-class {args.num_class} --feature-size {args.feature_size}")
+          f"{name} --num-class {args.num_class} --feature-size {args.feature_size}")
     return out
 
 

@@ -169,3 +169,23 @@ def test_bad_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):
         make_demo_dataset(tmp_path, **kwargs)
     assert not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- the ActivityNet layout
+
+def test_activitynet_layout_reads_as_activitynet(tmp_path):
+    root = make_demo_dataset(tmp_path, num_train=240, num_test=120, num_class=40, layout="activitynet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no late segments, every class has M = 5 exemplar videos
+        demo = SampleDataset(root, "ActivityNet1.2", num_class=40, feature_size=64, max_seqlen=60)
+    assert demo.record.name == "ActivityNet1.2" and not (root / "ActivityNet1.2-Annotations" / "Ambiguous_test.txt").exists()
+    assert len(demo.train_videos) == 240 and len(demo.evaluation_index) == 120
+    lengths = np.array([len(f) for f in demo.features])
+    assert 150 <= np.median(lengths) <= 200 and lengths.max() <= 340  # ActivityNet 1.2's median is 173
+    short = np.flatnonzero(lengths <= 10)
+    assert len(short) > 0 and not set(short) & (set(demo.train_index) | set(demo.test_index))  # dropped
+    assert {int(v.sum()) for v in demo.labels} == {1} and all(len(p) >= 5 for p in demo.class_train_index)
+    counts = [len(s) for s in demo.segments]
+    assert set(counts) == {1, 2}
+    coverage = [(s[:, 1] - s[:, 0]).sum() / d for s, d in zip(demo.segments, demo.duration)]
+    assert 0.55 <= np.median(coverage) <= 0.7 and min(coverage) >= 0.3
