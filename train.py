@@ -22,7 +22,7 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; ``terms`` holds every term's value."""
 
     def __init__(self, iteration: int, terms: Dict[str, float]):
-        bad = ", ".join(f"{k}={v}" for k, v in terms.items() if not np.isfinite(v))
+        bad = ", ".join(f"{k}={v}" for k, v in terms.items() if not np.isfinite(v) and not k.startswith("raw_"))
         super().__init__(f"non-finite loss at iteration {iteration}: {bad} (all terms: {terms})")
         self.iteration, self.terms = iteration, terms
 

@@ -224,13 +224,13 @@ class PoisonedCriterion:
 
     def __init__(self, criterion, at: int, last: Path):
         self.criterion, self.at, self.last = criterion, at, last
+        self.weight_dict = criterion.weight_dict
         self.calls, self.last_bytes = 0, None
 
     def __call__(self, outputs, labels):
-        losses = self.criterion(outputs, labels)
+        losses = self.criterion(outputs, labels)  # raw terms; train_step weighs them
         if self.calls == self.at:
             losses["co"] = losses["co"] * float("nan")
-            losses["total"] = losses["total"] + losses["co"]
             self.last_bytes = self.last.read_bytes() if self.last.is_file() else None
         self.calls += 1
         return losses
