@@ -29,6 +29,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,9 @@ def training_step(num_class: int, device: torch.device, steps: int, seed: int) -
             model.exemplar_snippets(xe, ae, m)
 
     step_s, select_s = [], []
-    for step in range(steps):
-        step_s.append(timed(lambda: train_step(model, criterion, optimizer, features, labels, exemplars, step), device))
+    for iteration in range(steps):
+        one_step = partial(train_step, model, criterion, optimizer, features, labels, exemplars, iteration)
+        step_s.append(timed(one_step, device))
         select_s.append(timed(selection, device))
     return {"C": num_class, "exemplar videos": num_class * m, "step": statistics.median(step_s),
             "selection": statistics.median(select_s)}
@@ -122,7 +124,7 @@ def network_pass(lengths: np.ndarray, videos: int, device: torch.device, seed: i
     with torch.no_grad():
         for t in sample:
             x = torch.randn(1, int(t), d, device=device)
-            seconds.append(timed(lambda: model(x, exemplar_bank=bank), device))
+            seconds.append(timed(partial(model, x, exemplar_bank=bank), device))
     per_snippet = sum(seconds) / sample.sum()
     return {"sample lengths": sample.tolist(), "seconds": seconds, "per snippet": per_snippet,
             "extrapolated": per_snippet * lengths.sum(), "videos": len(lengths), "snippets": int(lengths.sum())}

@@ -179,7 +179,8 @@ def _draw_activitynet_videos(rng: np.random.Generator, subset: str, count: int, 
     """`count` one-class videos (every class cycled through) with ActivityNet-like lengths and
     one or two long instances."""
     primaries = rng.permutation(np.arange(count) % num_class)
-    return [_draw_activitynet_video(rng, f"video_{subset}_{i + 1:07d}", subset, int(c)) for i, c in enumerate(primaries)]
+    return [_draw_activitynet_video(rng, f"video_{subset}_{i + 1:07d}", subset, int(c))
+            for i, c in enumerate(primaries)]
 
 
 def _draw_activitynet_video(rng: np.random.Generator, name: str, subset: str, cls: int) -> _Video:

@@ -178,7 +178,8 @@ def test_activitynet_layout_reads_as_activitynet(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no late segments, every class has M = 5 exemplar videos
         demo = SampleDataset(root, "ActivityNet1.2", num_class=40, feature_size=64, max_seqlen=60)
-    assert demo.record.name == "ActivityNet1.2" and not (root / "ActivityNet1.2-Annotations" / "Ambiguous_test.txt").exists()
+    assert demo.record.name == "ActivityNet1.2"
+    assert not (root / "ActivityNet1.2-Annotations" / "Ambiguous_test.txt").exists()
     assert len(demo.train_videos) == 240 and len(demo.evaluation_index) == 120
     lengths = np.array([len(f) for f in demo.features])
     assert 150 <= np.median(lengths) <= 200 and lengths.max() <= 340  # ActivityNet 1.2's median is 173
