@@ -21,7 +21,7 @@ def weights(tmp_path_factory):
 
 def run(weights, *args):
     return extract_features.main([*map(str, args), "--rgb-weights", str(weights[0]), "--flow-weights", str(weights[1]),
-                                  "--size", "32", "--flow", "opencv", "--device", "cpu", "--batch-size", "2"])
+                                  "--size", "16", "--flow", "opencv", "--device", "cpu", "--batch-size", "2"])
 
 
 def videos(folder, names, frames=20):

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from feature_extraction.flow import TorchTVL1
 from feature_extraction.pipeline import FeatureExtractor
 from feature_extraction.synthetic import moving_texture, random_i3d_weights, write_video
 from utils.errors import STCLError, VideoError
@@ -16,7 +17,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def extractor(weights):
-    return FeatureExtractor(*weights, flow="opencv", size=32, batch_size=2)
+    return FeatureExtractor(*weights, flow="opencv", size=16, batch_size=2)
 
 
 @pytest.mark.parametrize("frames", [37, 48])
@@ -39,8 +40,8 @@ def test_rgb_stream_comes_first(tmp_path, weights, extractor):
 
 
 def test_batch_size_does_not_change_the_features(tmp_path, weights, extractor):
-    video = write_video(tmp_path / "v.mp4", moving_texture(50, 32, 32), fps=25)
-    one = FeatureExtractor(*weights, flow="opencv", size=32, batch_size=1).extract(video)
+    video = write_video(tmp_path / "v.mp4", moving_texture(33, 32, 32), fps=25)
+    one = FeatureExtractor(*weights, flow="opencv", size=16, batch_size=1).extract(video)
     np.testing.assert_allclose(one, extractor.extract(video), rtol=1e-4, atol=1e-5)
 
 
@@ -52,4 +53,21 @@ def test_a_video_shorter_than_one_snippet_is_an_error_naming_it(tmp_path, extrac
 
 def test_wrong_weights_are_an_stcl_error(tmp_path, weights):
     with pytest.raises(STCLError, match="flow_imagenet.pt.*wrong shapes"):
-        FeatureExtractor(weights[1], weights[1], size=32)
+        FeatureExtractor(weights[1], weights[1], size=16)
+
+
+def test_flow_sample_mode_and_quantize_options_reach_the_features(tmp_path, weights, extractor):
+    video = write_video(tmp_path / "v.mp4", moving_texture(17, 32, 32, velocity=(1, 0)), fps=25)
+    base = extractor.extract(video)
+    with_torch = FeatureExtractor(*weights, flow="torch", size=16)
+    assert isinstance(with_torch.flow, TorchTVL1)
+    torch_features = with_torch.extract(video)
+    np.testing.assert_array_equal(torch_features[:, :1024], base[:, :1024])
+    relative = np.linalg.norm(torch_features[:, 1024:] - base[:, 1024:]) / np.linalg.norm(base[:, 1024:])
+    assert 0 < relative < 0.05
+    quantized = FeatureExtractor(*weights, flow="opencv", size=16, flow_quantize="uint8").extract(video)
+    np.testing.assert_array_equal(quantized[:, :1024], base[:, :1024])
+    assert not np.array_equal(quantized[:, 1024:], base[:, 1024:])
+    oversampled = FeatureExtractor(*weights, flow="opencv", size=16, short_side=20, sample_mode="oversample")
+    assert oversampled.sampler.num_views == 10
+    assert not np.allclose(oversampled.extract(video), base)
