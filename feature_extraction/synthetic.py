@@ -116,7 +116,7 @@ def _sliding_video(velocity, start: int, end: int, num_frames: int, height: int,
     return np.repeat(frames[..., None], 3, axis=-1)
 
 
-def write_sample(folder, videos_per_class: int = 4, seconds: float = 4.0, fps: int = 30, seed: int = 0) -> list[Path]:
+def write_sample(folder, videos_per_class: int = 4, seconds: float = 3.0, fps: int = 30, seed: int = 0) -> list[Path]:
     """A tiny THUMOS-style dataset to try the pipeline on: videos/, annotations.csv and
     stand-in random I3D weights (weights/rgb_random.pt, weights/flow_random.pt).
 
@@ -129,8 +129,8 @@ def write_sample(folder, videos_per_class: int = 4, seconds: float = 4.0, fps: i
     num_frames = int(round(seconds * fps))
     for c, (label, velocity) in enumerate(SAMPLE_CLASSES.items()):
         for i in range(videos_per_class):
-            start_s = float(rng.uniform(0.5, 1.2))
-            end_s = min(start_s + float(rng.uniform(1.2, 2.0)), seconds - 0.3)
+            start_s = seconds * float(rng.uniform(0.15, 0.4))
+            end_s = start_s + seconds * float(rng.uniform(0.3, 0.5))
             name = f"sample_{label.lower()}_{i}"
             frames = _sliding_video(velocity, int(start_s * fps), int(end_s * fps), num_frames, 64, 96,
                                     seed=seed * 100 + c * 10 + i)

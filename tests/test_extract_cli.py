@@ -148,3 +148,17 @@ def test_bad_annotations_stop_before_extracting(tmp_path, weights, capsys, monke
     code = run(weights, src, "--out", tmp_path / "ds", "--name", "M", "--annotations", tmp_path / "ann.json",
                "--classlist", tmp_path / "classes.txt")
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_the_generated_sample_is_a_dataset_the_importer_reads(tmp_path):
+    from feature_extraction.annotations import read_csv
+    from feature_extraction.synthetic import write_sample
+
+    write_sample(tmp_path, videos_per_class=2, seconds=0.8)
+    videos = sorted(p.name for p in (tmp_path / "videos").iterdir())
+    assert videos == ["sample_slidedown_0.mp4", "sample_slidedown_1.mp4",
+                      "sample_slideright_0.mp4", "sample_slideright_1.mp4"]
+    ann = read_csv(tmp_path / "annotations.csv")
+    assert ann.class_names == ["SlideDown", "SlideRight"] and ann.subset.count("test") == 2
+    assert all(0 <= s < e <= 0.8 for segments in ann.segments for s, e in segments)
+    assert {p.name for p in (tmp_path / "weights").iterdir()} == {"rgb_random.pt", "flow_random.pt"}
