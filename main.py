@@ -37,7 +37,8 @@ from inference import BANK_KEY, EvaluationBank, evaluation_bank
 from model import STCLCriterion
 from options import parse_args
 from test import EvaluationResult, Reference, test
-from train import ExemplarSource, NonFiniteLossError, build_criterion, build_model, build_optimizer, train_step
+from exemplar_source import ExemplarSource
+from train import NonFiniteLossError, build_criterion, build_model, build_optimizer, train_step
 from utils import checkpoint as ckpt
 from utils.device import choose_device
 from utils.errors import CheckpointError, STCLError

@@ -104,7 +104,8 @@ def run_one(opts: argparse.Namespace) -> dict:
     import torch
 
     from options import parse_args
-    from train import ExemplarSource, build_criterion, build_model, build_optimizer, train_step
+    from exemplar_source import ExemplarSource
+    from train import build_criterion, build_model, build_optimizer, train_step
     from wsad_dataset import SampleDataset
 
     torch.set_num_threads(opts.threads)

@@ -7,7 +7,7 @@
 Both columns run the real STCL-Net (random weights, the same in both) on the same batches
 and exemplar draws of a synthetic dataset in the THUMOS layout (dataset/make_demo.py,
 written to a temporary folder), with the project's criterion and optimiser:
-- project: ``train.ExemplarSource.draw`` (exemplar snippets gathered by tensor indexing on
+- project: ``exemplar_source.ExemplarSource.draw`` (exemplar snippets gathered by tensor indexing on
   the device) and ``train.train_step`` (batched SCL einsums);
 - loop: the released way (tests/oracles/released_loops.py): exemplar videos gathered one by
   one with numpy on the host and copied to the device, the whole exemplar pass recorded for
@@ -46,7 +46,8 @@ if str(REPO) not in sys.path:
 from tests.oracles.released_loops import LoopSTCLNet, loop_exemplar_videos  # noqa: E402
 from dataset.make_demo import make_demo_dataset  # noqa: E402
 from options import parse_args  # noqa: E402
-from train import ExemplarSource, build_criterion, build_model, build_optimizer, train_step  # noqa: E402
+from exemplar_source import ExemplarSource  # noqa: E402
+from train import build_criterion, build_model, build_optimizer, train_step  # noqa: E402
 from utils.device import choose_device  # noqa: E402
 from wsad_dataset import SampleDataset  # noqa: E402
 

@@ -10,7 +10,8 @@ import main as main_module
 import test as test_module
 from dataset.make_demo import make_demo_dataset
 from options import parse_args
-from train import ExemplarSource, build_model
+from exemplar_source import ExemplarSource
+from train import build_model
 from utils.visualize import main as visualize_main
 
 DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--lr", "1e-3", "--num-exemplars", "4",

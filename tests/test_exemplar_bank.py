@@ -13,7 +13,7 @@ from model import STCLNet
 from inference import DatasetExemplars, evaluation_bank, mean_bank
 from test import Reference, evaluate, run_network
 from tests.oracles.released_loops import LoopSTCLNet, loop_exemplar_videos
-from train import ExemplarSource
+from exemplar_source import ExemplarSource
 from utils.checkpoint import load_weights, model_state_of, read_checkpoint, save_atomic
 from wsad_dataset import SampleDataset
 

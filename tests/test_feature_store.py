@@ -10,7 +10,8 @@ from dataset.make_demo import make_demo_dataset
 from feature_store import FeatureStore, StoreWriter, convert, store_paths
 from options import parse_args
 from test import run_network
-from train import ExemplarSource, build_criterion, build_model, build_optimizer, train_step
+from exemplar_source import ExemplarSource
+from train import build_criterion, build_model, build_optimizer, train_step
 from utils.errors import DataError
 from wsad_dataset import SampleDataset
 
