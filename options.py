@@ -179,9 +179,11 @@ resolve_variant = resolve_dataset
 
 
 #: The option groups a checkpoint's stored options are restored from by test.py: what defines
-#: the model, the data and the post-processing. The others (device, output, amp, resume,
-#: figures, training schedule ...) are run flags and always come from the command line.
-CHECKPOINT_GROUPS = ("data", "model", "proposals and evaluation")
+#: the model, the data and the post-processing ("model selection" too: with --select-on holdout
+#: the held-out videos are no exemplars, at training and at evaluation). The others (device,
+#: output, amp, resume, figures, training schedule ...) are run flags and always come from the
+#: command line.
+CHECKPOINT_GROUPS = ("data", "model", "proposals and evaluation", "model selection")
 
 
 def checkpoint_options(stored: dict) -> dict:

@@ -428,7 +428,9 @@ def _main(argv) -> int:
     dataset = SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
                             feature_size=args.feature_size, max_seqlen=args.max_seqlen,
                             num_similar=args.num_similar, batch_size=args.batch_size,
-                            feature_format=args.feature_format, require_training=bank is None)
+                            feature_format=args.feature_format, require_training=bank is None,
+                            holdout=args.holdout if args.select_on == "holdout" and bank is None else 0.0,
+                            holdout_seed=args.holdout_seed)  # a held-out video is no exemplar
     source = None  # with the checkpoint's bank, no exemplar is drawn: the training videos may be absent
     if bank is None:
         source = ExemplarSource(dataset, args.num_exemplars, device, args.exemplar_pool)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import main as main_module
+import test as test_module
 from dataset.make_demo import make_demo_dataset
 from utils.errors import DataError
 from wsad_dataset import SampleDataset
@@ -73,6 +74,10 @@ def test_holdout_selection_never_looks_at_the_test_set(demo, monkeypatch):
     assert a["best"]["summary"] != b["best"]["summary"], "the permuted test labels should change the test numbers"
     assert a["best"]["holdout_summary"] == b["best"]["holdout_summary"]
     assert a["select_on"] == "holdout" and "6 held-out training videos" in a["selection"]
+    # test.py on best.pt gives the summary's test numbers: it keeps the held-out videos out of the exemplars too
+    assert test_module.main(["--pretrained-ckpt", str(run_a / "best.pt"), "--output", str(demo / "reloaded")]) == 0
+    reloaded = json.loads((demo / "reloaded" / "metrics.json").read_text())["summary"]
+    assert reloaded == pytest.approx(a["best"]["summary"], abs=1e-9)
 
 
 def test_holdout_keeps_a_seeded_fraction_out_of_training(demo):
