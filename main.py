@@ -33,12 +33,12 @@ import torch
 from tqdm import tqdm
 
 from dataset_record import dataset_record
+from exemplar_source import ExemplarSource
 from inference import BANK_KEY, EvaluationBank, evaluation_bank
-from model import STCLCriterion
+from model import STCLCriterion, build_criterion, build_model
 from options import parse_args
 from test import EvaluationResult, Reference, test
-from exemplar_source import ExemplarSource
-from train import NonFiniteLossError, build_criterion, build_model, build_optimizer, train_step
+from train import NonFiniteLossError, build_optimizer, train_step
 from utils import checkpoint as ckpt
 from utils.device import choose_device
 from utils.errors import CheckpointError, STCLError

@@ -588,7 +588,7 @@ def snippet_contrast(feat: Tensor, attn: Tensor, keep_mask: Optional[Tensor] = N
 
 
 #: The loss weights of docs/METHOD.md#5-objective on THUMOS-14 (alpha1..alpha4, the KL weight 1); the
-#: options and the dataset record give the ones of a run (``train.loss_weights``).
+#: options and the dataset record give the ones of a run (``loss_weights``, section "Builders").
 DEFAULT_WEIGHTS = {"mil": 1.0, "branch": 1.0, "kl": 1.0, "co": 1.0, "mutual": 1.0, "norm": 0.8, "guide": 0.8,
                    "snippet": 1.0}
 
@@ -639,3 +639,29 @@ def weigh(terms: Dict[str, Tensor], weight_dict: Dict[str, float]) -> Dict[str, 
     weighted = {name: weight_dict[name] * value for name, value in terms.items()}
     weighted["total"] = sum(weighted.values())
     return weighted
+
+
+# ======================================================================================
+# Builders: the network and the criterion from the parsed options
+# ======================================================================================
+# ``args`` is the namespace of ``options.parse_args`` (any object with those attributes);
+# nothing here parses. The optimizer is built beside the step, in train.py.
+
+def build_model(args) -> STCLNet:
+    """The network described by the options, resolved against the dataset record
+    (``options.resolve_dataset``: ``tcl_depth``, ``smooth_kernel``)."""
+    return STCLNet(feature_size=args.feature_size, num_class=args.num_class, dropout=args.dropout_ratio,
+                   tcl_depth=args.tcl_depth, smooth_kernel=args.smooth_kernel)
+
+
+def loss_weights(args) -> Dict[str, float]:
+    """The weight of every loss term (docs/METHOD.md#5-objective), from the resolved options: alpha1..alpha4
+    and the KL weight (their defaults come from the dataset record)."""
+    return {"mil": 1.0, "branch": 1.0, "kl": args.kl_weight, "co": args.alpha3, "mutual": args.alpha4,
+            "norm": args.alpha1, "guide": args.alpha2, "snippet": 1.0}
+
+
+def build_criterion(args) -> STCLCriterion:
+    """The objective described by the resolved options, with its weight dict."""
+    return STCLCriterion(k=args.k, kl_log_form=args.kl_form == "log", num_pairs=args.num_similar,
+                         weight_dict=loss_weights(args))

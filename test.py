@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from dataset_record import DatasetRecord, dataset_record
+from exemplar_source import ExemplarSource
 from inference import (BANK_KEY, BankRecipe, EvaluationBank, Outputs, activitynet_results,
                        as_detections, detections_of, evaluation_bank, run_network)
+from model import build_model
 from options import RECORD_OPTIONS, checkpoint_options, explicit_args, parse_args, resolve_dataset
 from proposal_methods import PROPOSAL_METHODS, ambiguous_to_snippets
-from exemplar_source import ExemplarSource
-from train import build_model
 from utils import checkpoint as ckpt
 from utils.cas_folder import read_cas_folder, write_cas_folder
 from utils.device import choose_device

@@ -1,7 +1,8 @@
-"""One optimisation step of STCL-Net, and the pieces the entry points build it from.
+"""One optimisation step of STCL-Net, and its optimizer.
 
 ``train_step`` takes a batch and returns the loss terms as floats; ``main.py`` owns the
-loop. The SCL exemplar videos of a step come from :class:`exemplar_source.ExemplarSource`.
+loop. The SCL exemplar videos of a step come from :class:`exemplar_source.ExemplarSource`;
+the network and the criterion are built by ``model.build_model`` and ``model.build_criterion``.
 """
 from __future__ import annotations
 
@@ -22,26 +23,6 @@ class NonFiniteLossError(RuntimeError):
         bad = ", ".join(f"{k}={v}" for k, v in terms.items() if not np.isfinite(v) and not k.startswith("raw_"))
         super().__init__(f"non-finite loss at iteration {iteration}: {bad} (all terms: {terms})")
         self.iteration, self.terms = iteration, terms
-
-
-def build_model(args: argparse.Namespace) -> STCLNet:
-    """The network described by the options, resolved against the dataset record
-    (``options.resolve_dataset``: ``tcl_depth``, ``smooth_kernel``)."""
-    return STCLNet(feature_size=args.feature_size, num_class=args.num_class, dropout=args.dropout_ratio,
-                   tcl_depth=args.tcl_depth, smooth_kernel=args.smooth_kernel)
-
-
-def loss_weights(args: argparse.Namespace) -> Dict[str, float]:
-    """The weight of every loss term (docs/METHOD.md#5-objective), from the resolved options: alpha1..alpha4
-    and the KL weight (their defaults come from the dataset record)."""
-    return {"mil": 1.0, "branch": 1.0, "kl": args.kl_weight, "co": args.alpha3, "mutual": args.alpha4,
-            "norm": args.alpha1, "guide": args.alpha2, "snippet": 1.0}
-
-
-def build_criterion(args: argparse.Namespace) -> STCLCriterion:
-    """The objective described by the resolved options, with its weight dict."""
-    return STCLCriterion(k=args.k, kl_log_form=args.kl_form == "log", num_pairs=args.num_similar,
-                         weight_dict=loss_weights(args))
 
 
 def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Adam:

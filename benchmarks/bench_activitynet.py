@@ -44,7 +44,8 @@ from dataset_record import ACTIVITYNET12  # noqa: E402
 from options import parse_args  # noqa: E402
 from proposal_methods import ACT_THRESHOLDS, _run_bounds, soft_nms  # noqa: E402
 from test import Reference, evaluate  # noqa: E402
-from train import build_criterion, build_model, build_optimizer, train_step  # noqa: E402
+from model import build_criterion, build_model  # noqa: E402
+from train import build_optimizer, train_step  # noqa: E402
 from utils.device import choose_device  # noqa: E402
 from utils.evaluation import SegmentTable  # noqa: E402
 

@@ -105,7 +105,8 @@ def run_one(opts: argparse.Namespace) -> dict:
 
     from options import parse_args
     from exemplar_source import ExemplarSource
-    from train import build_criterion, build_model, build_optimizer, train_step
+    from model import build_criterion, build_model
+    from train import build_optimizer, train_step
     from wsad_dataset import SampleDataset
 
     torch.set_num_threads(opts.threads)

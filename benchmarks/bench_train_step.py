@@ -47,7 +47,8 @@ from tests.oracles.released_loops import LoopSTCLNet, loop_exemplar_videos  # no
 from dataset.make_demo import make_demo_dataset  # noqa: E402
 from options import parse_args  # noqa: E402
 from exemplar_source import ExemplarSource  # noqa: E402
-from train import build_criterion, build_model, build_optimizer, train_step  # noqa: E402
+from model import build_criterion, build_model  # noqa: E402
+from train import build_optimizer, train_step  # noqa: E402
 from utils.device import choose_device  # noqa: E402
 from wsad_dataset import SampleDataset  # noqa: E402
 

@@ -63,7 +63,8 @@ from inference import mean_bank  # noqa: E402
 from options import parse_args  # noqa: E402
 from test import Reference, evaluate, run_network  # noqa: E402
 from exemplar_source import ExemplarSource  # noqa: E402
-from train import build_criterion, build_model, build_optimizer, train_step  # noqa: E402
+from model import build_criterion, build_model  # noqa: E402
+from train import build_optimizer, train_step  # noqa: E402
 from utils.device import choose_device  # noqa: E402
 from utils import checkpoint as ckpt  # noqa: E402
 from wsad_dataset import SampleDataset  # noqa: E402

@@ -3,7 +3,7 @@ import pytest
 
 from dataset_record import ACTIVITYNET12, THUMOS14, dataset_record
 from options import parse_args
-from train import build_criterion, build_model
+from model import build_criterion, build_model
 
 
 def test_thumos_defaults_are_the_released_ones():

@@ -11,7 +11,7 @@ import test as test_module
 from dataset.make_demo import make_demo_dataset
 from options import parse_args
 from exemplar_source import ExemplarSource
-from train import build_model
+from model import build_model
 from utils.visualize import main as visualize_main
 
 DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--lr", "1e-3", "--num-exemplars", "4",

@@ -22,7 +22,7 @@ import main as main_py
 import test as test_py
 from dataset.make_demo import make_demo_dataset
 from options import parse_args
-from train import build_model
+from model import build_model
 from utils import checkpoint as ckpt
 from utils.errors import CheckpointError
 

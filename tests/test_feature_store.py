@@ -11,7 +11,8 @@ from feature_store import FeatureStore, StoreWriter, convert, store_paths
 from options import parse_args
 from test import run_network
 from exemplar_source import ExemplarSource
-from train import build_criterion, build_model, build_optimizer, train_step
+from model import build_criterion, build_model
+from train import build_optimizer, train_step
 from utils.errors import DataError
 from wsad_dataset import SampleDataset
 

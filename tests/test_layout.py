@@ -84,3 +84,10 @@ def test_requirements_txt_lists_exactly_what_the_product_imports():
     assert requirement_names(REPO / "requirements.txt") == needed
     for name, packages in extras.items():
         assert packages - needed <= requirement_names(optional[name]), name
+
+
+def test_only_main_py_imports_the_training_step():
+    """Evaluation (test.py, inference.py, localize.py ...) never needs train.py."""
+    product = [*REPO.glob("*.py"), *(REPO / "utils").glob("*.py"), *(REPO / "dataset").glob("*.py")]
+    importers = sorted(p.name for p in product if p.name != "main.py" and "train" in imported_modules(p))
+    assert importers == [], f"{importers} import train.py: builders live beside what they build"

@@ -9,9 +9,8 @@ import torch
 import main as main_py
 import test as test_py
 from dataset.make_demo import make_demo_dataset
-from model import STCLNet
+from model import STCLNet, build_model
 from options import parse_args
-from train import build_model
 from utils.cas_folder import write_cas_folder
 from utils.evaluation import THUMOS_TIOU, SegmentTable
 

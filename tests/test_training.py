@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from options import parse_args
-from train import NonFiniteLossError, build_criterion, build_model, build_optimizer, train_step
+from model import build_criterion, build_model
+from train import NonFiniteLossError, build_optimizer, train_step
 
 D, C, T = 16, 3, 32
 
