@@ -92,8 +92,14 @@ def read_training_state(path) -> dict:
     return state
 
 
-def resume_command(argv: List[str], last: Path) -> str:
-    """``python main.py <argv> --resume <last>``, without an earlier ``--resume``."""
+def resume_command(argv: Optional[List[str]], last: Path) -> str:
+    """``python main.py <argv> --resume <last>``, without an earlier ``--resume``.
+
+    argv None (``train`` called from code, with no command line to repeat): a placeholder
+    for the flags.
+    """
+    if argv is None:
+        return f"python main.py <the same flags> --resume {shlex.quote(str(last))}"
     argv = [a for a in argv if not a.startswith("--resume=")]
     if "--resume" in argv:
         at = argv.index("--resume")
@@ -278,10 +284,11 @@ class TrainingRun:
                          self.run_dir / "last.pt")
         self.saved_at = iteration
 
-    def finish(self, iteration: int, stopped: bool) -> dict:
+    def finish(self, iteration: int, stopped: bool, argv: Optional[List[str]] = None) -> dict:
         """Evaluate the final weights (reported, never selected), save last.pt, write summary.json.
 
-        After a Ctrl-C only last.pt is saved, and TrainingStopped is raised.
+        After a Ctrl-C only last.pt is saved, the command that resumes it is printed (``argv``:
+        the command line of the run, see :func:`resume_command`), and TrainingStopped is raised.
         """
         if not stopped and (self.last_eval is None or self.last_eval["iteration"] != iteration):
             self.evaluate_and_select(iteration, periodic=False)
@@ -289,7 +296,7 @@ class TrainingRun:
             self.save_last(iteration)
         if stopped:
             print(f"stopped after iteration {iteration}; last.pt saved. Resume with:\n"
-                  f"  {resume_command(sys.argv[1:], self.run_dir / 'last.pt')}")
+                  f"  {resume_command(argv, self.run_dir / 'last.pt')}")
             raise TrainingStopped(iteration)
         if self.args.select_on == "last":
             self.best = dict(self.last_eval)
@@ -315,9 +322,11 @@ def selection_rule(args: argparse.Namespace, reference: Reference, select_refere
     return f"best {score} on the test set over the periodic evaluations (the released protocol)"
 
 
-def train(args: argparse.Namespace, progress: bool = True) -> dict:
+def train(args: argparse.Namespace, progress: bool = True, argv: Optional[List[str]] = None) -> dict:
     """One training run (docs/METHOD.md#5-objective); returns the summary written to ``summary.json``.
 
+    argv: the command line that asked for it (``main`` passes its own), repeated with
+    ``--resume`` in the message after a Ctrl-C; nothing here reads ``sys.argv``.
     Raises TrainingStopped after a Ctrl-C (last.pt saved) and STCLError on a non-finite loss.
     """
     run = TrainingRun.start_or_resume(args, progress)
@@ -339,7 +348,7 @@ def train(args: argparse.Namespace, progress: bool = True) -> dict:
                     stopped = True
                     break
         bar.close()
-        return run.finish(iteration, stopped)
+        return run.finish(iteration, stopped, argv)
 
 
 def _last_good(last: Path, saved_at: Optional[int]) -> str:
@@ -377,17 +386,34 @@ def print_summary(summary: dict) -> None:
     print(f"\nrun folder: {summary['run_dir']}")
 
 
-def seed_sweep(args: argparse.Namespace) -> List[dict]:
-    """Train once per seed of ``--seeds`` and print mean +- std of best and last mAPs."""
+def seed_sweep(args: argparse.Namespace, argv: Optional[List[str]] = None) -> List[dict]:
+    """Train once per seed of ``--seeds`` and print mean +- std of best and last mAPs.
+
+    Seed s runs in ``<output-dir>/<model-name>_seed<s>/``. With ``--resume`` (which must name
+    the last.pt of one of those folders, as the message after a Ctrl-C does), every seed
+    continues from its own folder's last.pt, and a seed without one starts afresh: a killed
+    sweep continues where it stopped, and finished seeds only report their numbers again.
+    argv: the sweep's command line, for the resume message (see :func:`train`).
+    """
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.max_iter <= args.interval and args.select_on != "last":
         raise STCLError("--seeds compares the selected (best) checkpoints, so each run needs a periodic "
                         f"evaluation: make --max-iter ({args.max_iter}) larger than --interval ({args.interval})")
+    run_names = {seed: f"{args.model_name}_seed{seed}" for seed in seeds}
+    lasts = {seed: Path(args.output_dir) / name / "last.pt" for seed, name in run_names.items()}
+    if args.resume and Path(args.resume).resolve() not in {p.resolve() for p in lasts.values()}:
+        raise STCLError(f"--seeds with --resume continues every seed from its own run folder's last.pt "
+                        f"({', '.join(map(str, lasts.values()))}); --resume {args.resume} is none of them. "
+                        f"Give one of them to continue this sweep, or drop --seeds to resume one run")
     summaries = []
     for seed in seeds:
-        run_args = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None,
-                                         "model_name": f"{args.model_name}_seed{seed}"})
-        summaries.append(train(run_args))
+        resume = None
+        if args.resume:
+            resume = str(lasts[seed]) if lasts[seed].is_file() else None
+            print(f"seed {seed}: " + (f"continuing from {resume}" if resume else "no last.pt yet, starting it"))
+        run_args = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None, "model_name": run_names[seed],
+                                         "resume": resume})
+        summaries.append(train(run_args, argv=argv))
     print("\n" + seed_table(summaries))
     table_path = Path(args.output_dir) / f"{args.model_name}_seeds.csv"
     with table_path.open("w", newline="") as f:
@@ -419,12 +445,13 @@ def seed_table(summaries: List[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
         if args.seeds:
-            seed_sweep(args)
+            seed_sweep(args, argv)
         else:
-            train(args)
+            train(args, argv=argv)
     except STCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

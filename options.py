@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast), for GPUs with bfloat16 tensor cores; "
                             "runs on CPU too, slower there; off by default")
     optim.add_argument("--resume", default=None,
-                       help="continue a killed run from this checkpoint (usually <run dir>/last.pt)")
+                       help="continue a killed run from this checkpoint (usually <run dir>/last.pt); with --seeds, "
+                            "every seed continues from its own run folder's last.pt (give one of them)")
 
     select = p.add_argument_group("model selection")
     select.add_argument("--select-on", default="test", choices=["test", "last", "holdout"],

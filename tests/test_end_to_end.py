@@ -1,6 +1,12 @@
 """The main job: build a demo, train, evaluate, select, reload (issue 3)."""
+import contextlib
 import csv
+import io
 import json
+import os
+import shlex
+import signal
+import sys
 
 import numpy as np
 import pytest
@@ -115,14 +121,85 @@ def test_from_cas_replays_the_evaluation(trained, tmp_path):
     assert (tmp_path / "figs" / f"{video}.png").is_file()
 
 
-def test_seed_sweep_prints_mean_and_std(demo, capsys):
-    argv = ["--path-dataset", str(demo / "demo"), *DEMO, "--max-iter", "6", "--interval", "5",
-            "--output-dir", str(demo / "sweep"), "--model-name", "s", "--seeds", "1,2"]
-    assert main_module.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "2 seeds: 1, 2" in out and "+-" in out
-    rows = read_csv(demo / "sweep" / "s_seeds.csv")
+def sweep_argv(demo, output_dir):
+    return ["--path-dataset", str(demo / "demo"), *DEMO, "--max-iter", "6", "--interval", "5",
+            "--output-dir", str(output_dir), "--model-name", "s", "--seeds", "1,2"]
+
+
+@pytest.fixture(scope="module")
+def sweep(demo):
+    """An uninterrupted two-seed sweep: (what it printed, the rows of its per-seed CSV)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main_module.main(sweep_argv(demo, demo / "sweep")) == 0
+    return printed.getvalue(), read_csv(demo / "sweep" / "s_seeds.csv")
+
+
+def test_seed_sweep_table_is_the_mean_and_std_of_the_per_seed_csv(sweep):
+    out, rows = sweep
+    assert "2 seeds: 1, 2" in out
     assert [(r["seed"], r["checkpoint"]) for r in rows] == [("1", "best"), ("1", "last"), ("2", "best"), ("2", "last")]
+    table = {line[:14].strip(): line[14:] for line in out.splitlines() if " +- " in line}
+    keys = [k for k in rows[0] if k not in ("seed", "checkpoint")]
+    assert set(table) == set(keys) and "cmAP" in keys
+    for key in keys:
+        cells = []
+        for which in ("best", "last"):
+            values = np.array([float(r[key]) for r in rows if r["checkpoint"] == which])
+            cells.append(f"{values.mean():.2f} +- {values.std(ddof=1):.2f}")
+        assert table[key].split() == " ".join(cells).split(), key
+    assert any(float(a[k]) != float(b[k]) for a, b in zip(rows[0:2], rows[2:4]) for k in keys)  # seeds differ
+
+
+def test_a_sweep_stopped_by_ctrl_c_resumes_every_seed_from_its_own_folder(demo, sweep, tmp_path, monkeypatch, capsys):
+    # Ctrl-C during seed 2 (after its iteration 2); the printed command continues the sweep:
+    # seed 1 from its finished last.pt, seed 2 from its own, with the numbers of the
+    # uninterrupted sweep.
+    step = main_module.TrainingRun.step
+
+    def step_then_ctrl_c(run, iteration):
+        terms = step(run, iteration)
+        if run.args.seed == 2 and iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(main_module.TrainingRun, "step", step_then_ctrl_c)
+    assert main_module.main(sweep_argv(demo, tmp_path)) == 130
+    monkeypatch.undo()
+    printed = capsys.readouterr().out
+    command = shlex.split(printed.split("Resume with:")[1].strip().splitlines()[0])
+    assert command[:2] == ["python", "main.py"] and "--seeds" in command
+    assert command[-2:] == ["--resume", str(tmp_path / "s_seed2" / "last.pt")]
+    assert main_module.main(command[2:]) == 0
+    assert read_csv(tmp_path / "s_seeds.csv") == sweep[1]
+    out = capsys.readouterr().out
+    assert f"seed 1: continuing from {tmp_path / 's_seed1' / 'last.pt'}" in out
+    assert [line for line in out.splitlines() if " +- " in line] == \
+        [line for line in sweep[0].splitlines() if " +- " in line]
+
+
+def test_a_sweep_refuses_to_resume_from_a_checkpoint_outside_its_run_folders(demo, sweep, tmp_path, capsys):
+    elsewhere = demo / "sweep" / "s_seed1" / "last.pt"
+    assert main_module.main([*sweep_argv(demo, tmp_path), "--resume", str(elsewhere)]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds with --resume continues every seed from its own run folder's last.pt" in err
+    assert str(tmp_path / "s_seed1" / "last.pt") in err and str(elsewhere) in err
+
+
+def test_main_called_from_code_prints_a_resume_command_of_its_own_argv(demo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["pytest", "--something", "else"])
+    step = main_module.TrainingRun.step
+
+    def step_then_ctrl_c(run, iteration):
+        terms = step(run, iteration)
+        os.kill(os.getpid(), signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(main_module.TrainingRun, "step", step_then_ctrl_c)
+    argv = ["--path-dataset", str(demo / "demo"), *DEMO, "--max-iter", "4", "--output-dir", str(tmp_path)]
+    assert main_module.main(argv) == 130
+    command = shlex.split(capsys.readouterr().out.split("Resume with:")[1].strip().splitlines()[0])
+    assert command == ["python", "main.py", *argv, "--resume", str(tmp_path / "STCL" / "last.pt")]
 
 
 def test_missing_dataset_says_where_and_how(tmp_path, capsys):
