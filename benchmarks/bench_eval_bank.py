@@ -39,6 +39,7 @@ from test import run_network  # noqa: E402
 from exemplar_source import ExemplarSource  # noqa: E402
 from model import build_model  # noqa: E402
 from utils.device import choose_device  # noqa: E402
+from utils.evaluation import seconds_to_snippets  # noqa: E402
 from wsad_dataset import SampleDataset  # noqa: E402
 
 ANNOTATIONS = REPO.parent / "shared" / "data" / "thumos14" / "Thumos14reduced-Annotations"
@@ -50,7 +51,7 @@ def thumos_test_lengths() -> tuple[np.ndarray, str]:
     if ANNOTATIONS.is_dir():
         subset = np.load(ANNOTATIONS / "subset.npy")
         duration = np.load(ANNOTATIONS / "duration.npy").reshape(-1)[subset == b"test"]
-        lengths = np.array([round(d * 25 / 16) for d in duration], dtype=np.int64)
+        lengths = seconds_to_snippets(duration)
         return lengths, f"real THUMOS-14 test lengths ({ANNOTATIONS})"
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(np.log(250), 0.7, NUM_TEST_VIDEOS), 24, 2600).round().astype(np.int64)

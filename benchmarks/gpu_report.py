@@ -66,6 +66,7 @@ from exemplar_source import ExemplarSource  # noqa: E402
 from model import build_criterion, build_model  # noqa: E402
 from train import build_optimizer, train_step  # noqa: E402
 from utils.device import choose_device  # noqa: E402
+from utils.evaluation import seconds_to_snippets  # noqa: E402
 from utils import checkpoint as ckpt  # noqa: E402
 from wsad_dataset import SampleDataset  # noqa: E402
 
@@ -97,7 +98,7 @@ def write_dataset(root: Path, cfg: dict, annotations: Path, seed: int) -> str:
             (folder / source.name).symlink_to(source.resolve())
         names = [n.decode() for n in np.load(folder / "videoname.npy")]
         duration = np.load(folder / "duration.npy").reshape(-1)
-        lengths = [max(4, round(t * 25 / 16) // cfg["length_divisor"]) for t in duration]
+        lengths = [max(4, int(t) // cfg["length_divisor"]) for t in seconds_to_snippets(duration)]
         with StoreWriter(root, NAME, d) as writer:
             for name, length in zip(names, lengths):
                 writer.add(name, rng.standard_normal((length, d), dtype=np.float32))

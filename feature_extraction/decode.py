@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 
 from utils.errors import VideoError
+from utils.evaluation import FEATURE_FPS
 
 #: Frames per second of the released THUMOS-14 / ActivityNet features (snippet = 16 frames).
-FPS = 25
+FPS = FEATURE_FPS  # the project's one definition (utils.evaluation)
 SAMPLE_MODES = ("resize", "center_crop", "oversample")
 
 

@@ -20,14 +20,11 @@ import torch
 
 from utils.device import autocast
 from utils.errors import VideoError
+from utils.evaluation import SNIPPET_FRAMES
 
 from .decode import FPS, FrameSampler, iter_frames
 from .flow import CPU, FlowEstimator, flow_to_input, make_flow, rgb_to_input, to_gray
 from .i3d import FEATURE_SIZE, load_i3d
-
-#: Frames per snippet (the released features' chunk length).
-SNIPPET_FRAMES = 16
-
 
 class FeatureExtractor:
     """Two-stream I3D features of video files.
