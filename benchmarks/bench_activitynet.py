@@ -47,7 +47,7 @@ from test import Reference, evaluate  # noqa: E402
 from model import build_criterion, build_model  # noqa: E402
 from train import build_optimizer, train_step  # noqa: E402
 from utils.device import choose_device  # noqa: E402
-from utils.evaluation import SegmentTable  # noqa: E402
+from utils.evaluation import SECONDS_PER_SNIPPET, SegmentTable, seconds_to_snippets  # noqa: E402
 
 ANNOTATIONS = REPO.parent / "shared" / "data" / "activitynet12" / "ActivityNet1.2-Annotations"
 
@@ -72,7 +72,7 @@ def validation_lengths(folder: Path) -> np.ndarray:
     """Snippet counts of the evaluated ActivityNet 1.2 validation videos (T >= 11)."""
     subset = np.array([s.decode() if isinstance(s, bytes) else s for s in np.load(folder / "subset.npy")])
     duration = np.load(folder / "duration.npy").reshape(-1)
-    lengths = np.maximum(1, np.round(duration * 25 / 16)).astype(np.int64)
+    lengths = np.maximum(1, seconds_to_snippets(duration))
     keep = (subset == ACTIVITYNET12.test_subset) & (lengths >= ACTIVITYNET12.min_snippets)
     return lengths[keep]
 
@@ -159,7 +159,7 @@ def trained_like_outputs(lengths: np.ndarray, num_class: int, seed: int):
     labels = np.eye(num_class, dtype=np.float32)[rng.integers(0, num_class, len(names))]
     record = ACTIVITYNET12
     reference = Reference([f"class_{c}" for c in range(num_class)], names, labels, ground_truth, {},
-                          np.asarray(record.tiou_thresholds), 16 / 25, record.averages,
+                          np.asarray(record.tiou_thresholds), SECONDS_PER_SNIPPET, record.averages,
                           record.selection_thresholds, record.selection)
     return outputs, reference
 

@@ -31,6 +31,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from utils.errors import DataError
+from utils.evaluation import FEATURE_FPS
 
 ANNOTATION_FILES = ("classlist", "videoname", "subset", "duration", "labels_all", "labels", "segments")
 
@@ -214,7 +215,7 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 
 def write_annotations(folder, annotations: Annotations, ambiguous: Optional[Path] = None,
-                      extracted_fps: float = 25) -> Path:
+                      extracted_fps: float = FEATURE_FPS) -> Path:
     """Write the annotation folder the loader reads (docs/METHOD.md#10-data-layout); returns the folder.
 
     Ambiguous_test.txt is copied from `ambiguous` when given, else written empty.
