@@ -77,16 +77,13 @@ class ExemplarSource:
 
     def _copy_from_host(self, rows: np.ndarray) -> torch.Tensor:
         """Gather rows on the host into a pinned buffer (store dtype), copy it to the GPU, as float32."""
-        snippets = self.store.snippets
         shape = (*rows.shape, self.store.feature_size)
         if self._staging is None or self._staging[0].shape != shape:
-            buffer = torch.from_numpy(np.empty(shape, dtype=snippets.dtype)).pin_memory()
+            buffer = torch.from_numpy(np.empty(shape, dtype=self.store.snippets.dtype)).pin_memory()
             self._staging = (buffer, torch.cuda.Event())
         buffer, copied = self._staging
         copied.synchronize()  # the previous draw's copy has left the buffer
-        flat = rows.reshape(-1)
-        order = np.argsort(flat, kind="stable")  # read the mapped file in order
-        buffer.numpy().reshape(-1, shape[-1])[order] = snippets[flat[order]]
+        self.store.gather(rows, out=buffer.numpy())
         videos = buffer.to(self.device, non_blocking=True)
         copied.record()
         return videos.float()

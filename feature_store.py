@@ -93,20 +93,28 @@ class FeatureStore:
             return np.array(rows, dtype=np.float32)
         return rows
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """``snippets[rows]`` as float32: rows of any shape (...,) int64 -> (..., D).
+    def gather(self, rows: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``snippets[rows]``: rows of any shape (...,) int64 -> (..., D), float32 unless ``out`` is given.
 
-        A memory-mapped store reads only those rows (rows are gathered in sorted order, so
-        neighbouring rows are read together).
+        ``out``: an array of shape (..., D) to fill (float32 or the store's dtype; a pinned
+        staging buffer, say). A memory-mapped store reads only those rows, in sorted order,
+        so neighbouring rows are read together.
         """
         flat = np.asarray(rows, dtype=np.int64).reshape(-1)
+        shape = (*np.shape(rows), self.feature_size)
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, expected {shape}")
+        target = out.reshape(len(flat), self.feature_size)
         if self.mapped:
             order = np.argsort(flat, kind="stable")
-            out = np.empty((len(flat), self.feature_size), dtype=np.float32)
-            out[order] = self.snippets[flat[order]]
+            target[order] = self.snippets[flat[order]]
+        elif target.dtype == self.snippets.dtype:
+            np.take(self.snippets, flat, axis=0, out=target)
         else:
-            out = self.snippets[flat].astype(np.float32, copy=False)
-        return out.reshape(*np.shape(rows), self.feature_size)
+            target[...] = self.snippets[flat]
+        return out
 
     @classmethod
     def open(cls, path_dataset, dataset_name: str, video_names: Sequence[str], feature_size: int) -> "FeatureStore":

@@ -102,6 +102,13 @@ def test_float16_store_holds_the_rounded_features(tmp_path):
         np.testing.assert_array_equal(half.features[v], full.features[v].astype(np.float16).astype(np.float32))
     draw = ExemplarSource(half, M, torch.device("cpu"), "device").draw(np.random.default_rng(0))
     assert draw.dtype == torch.float32 and draw.shape == (C, M, N, D)
+    rows = np.array([[5, 0, 5], [len(half.store.snippets) - 1, 2, 1]])
+    staging = np.empty((2, 3, D), dtype=np.float16)  # the pinned buffer of a host pool on CUDA holds the store dtype
+    assert half.store.gather(rows, out=staging) is staging
+    np.testing.assert_array_equal(staging, half.store.snippets[rows])
+    np.testing.assert_array_equal(full.store.gather(rows), full.store.snippets[rows])
+    with pytest.raises(ValueError, match="out has shape"):
+        half.store.gather(rows, out=staging[:1])
 
 
 def test_writer_checks_every_video_and_leaves_no_store_after_a_failure(tmp_path):
