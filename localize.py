@@ -43,7 +43,7 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".m
                             ".3gp", ".ts"})
 #: Flags of this command alone; every other flag is the one of test.py.
 OWN_OPTIONS = ("inputs", "output", "top", "min_score", "visualize", "rgb_weights", "flow_weights", "flow",
-               "sample_mode", "extract_batch_size")
+               "sample_mode", "extract_size", "extract_batch_size")
 
 
 def build_localize_parser() -> argparse.ArgumentParser:
@@ -66,9 +66,15 @@ def build_localize_parser() -> argparse.ArgumentParser:
     video = p.add_argument_group("video input (feature extraction)")
     video.add_argument("--rgb-weights", default=None, help="I3D RGB weights of the feature extractor")
     video.add_argument("--flow-weights", default=None, help="I3D flow weights of the feature extractor")
-    video.add_argument("--flow", default="torch", help="optical flow of the feature extractor")
-    video.add_argument("--sample-mode", default="resize", help="frame sampling of the feature extractor")
-    video.add_argument("--extract-batch-size", type=int, default=8, help="snippets per batch of the feature extractor")
+    # the choices of feature_extraction (FLOW_METHODS, SAMPLE_MODES), written out so that the
+    # package is imported only when a video is given
+    video.add_argument("--flow", default="torch", choices=("torch", "opencv"),
+                       help="TV-L1 optical flow: batched PyTorch (any device) or OpenCV (CPU)")
+    video.add_argument("--sample-mode", default="resize", choices=("resize", "center_crop", "oversample"),
+                       help="frames to I3D input: whole frame resized, centre crop, or ten crops averaged")
+    video.add_argument("--extract-size", type=int, default=224,
+                       help="I3D input size (224 as the features of THUMOS-14; smaller only for tests)")
+    video.add_argument("--extract-batch-size", type=int, default=8, help="16-frame chunks per I3D pass")
     return p
 
 
@@ -178,7 +184,7 @@ class VideoFeatures:
                             f"which cannot be imported ({exc}); give the video's features as a .npy file") from None
         return FeatureExtractor(self.own.rgb_weights, self.own.flow_weights, flow=self.own.flow,
                                 sample_mode=self.own.sample_mode, batch_size=self.own.extract_batch_size,
-                                device=self.device, amp=self.amp)
+                                device=self.device, amp=self.amp, size=self.own.extract_size)
 
 
 # ======================================================================================

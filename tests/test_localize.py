@@ -288,3 +288,27 @@ def test_unreadable_missing_and_video_inputs(run, tmp_path, capsys):
     assert f"{tmp_path / 'missing.npy'}: no such file or folder" in err
     assert "holds no .npy features file and no video" in err
     assert "0 of 4 inputs localized" in err
+
+
+def test_videos_go_through_the_feature_extractor_and_bad_videos_are_named(run, tmp_path, capsys):
+    """A generated video and random I3D weights (small input size, as the extraction tests):
+    its (T, 2048) features reach the D = 16 demo model's width check, an undecodable file
+    and a video shorter than one snippet are refused by name, the .npy beside them is localized."""
+    from feature_extraction.synthetic import moving_texture, random_i3d_weights, write_video
+
+    _, data, run_dir = run
+    good = write_test_features(data, tmp_path / "features")[0]
+    write_video(tmp_path / "clip.mp4", moving_texture(40, 32, 32), fps=25)  # 2 snippets at 25 fps
+    write_video(tmp_path / "short.mp4", moving_texture(10, 32, 32), fps=25)  # under one 16-frame snippet
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 256)
+    weights = ["--rgb-weights", str(random_i3d_weights(tmp_path / "rgb.pt", 3, seed=1)),
+               "--flow-weights", str(random_i3d_weights(tmp_path / "flow.pt", 2, seed=2))]
+    code, _, err = run_localize(["--pretrained-ckpt", str(run_dir / "best.pt"), *weights, "--flow", "opencv",
+                                 "--extract-size", "32", "--extract-batch-size", "2", str(tmp_path / "clip.mp4"),
+                                 str(tmp_path / "short.mp4"), str(tmp_path / "broken.mp4"),
+                                 str(tmp_path / "features" / f"{good}.npy"), "--output", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert f"error: {tmp_path / 'clip.mp4'}: features have 2048 channels per snippet, but the model takes D = 16" in err
+    assert f"{tmp_path / 'short.mp4'}" in err and f"{tmp_path / 'broken.mp4'}" in err
+    assert err.count("error: ") == 3 and "Traceback" not in err and "1 of 4 inputs localized; 3 failed" in err
+    assert list(json.loads((tmp_path / "o" / "detections.json").read_text())["results"]) == [good]
