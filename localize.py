@@ -55,8 +55,8 @@ def build_localize_parser() -> argparse.ArgumentParser:
     own.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="a (T, D) .npy features file, a video file, or a folder of them")
     own.add_argument("--output", default=None,
-                     help="folder for detections.json, classification.json and figures/ "
-                          "(default: <first input>_localized/ next to the first input)")
+                     help="folder for detections.json, classification.json and figures/; "
+                          "unset: <first input>_localized/ next to the first input")
     own.add_argument("--top", type=int, default=10, help="print at most this many detections per video")
     own.add_argument("--min-score", type=float, default=None,
                      help="print (and draw) only detections scoring at least this; detections.json keeps them all")
@@ -68,8 +68,9 @@ def build_localize_parser() -> argparse.ArgumentParser:
     video.add_argument("--flow-weights", default=None, help="I3D flow weights of the feature extractor")
     # the choices of feature_extraction (FLOW_METHODS, SAMPLE_MODES), written out so that the
     # package is imported only when a video is given
-    video.add_argument("--flow", default="torch", choices=("torch", "opencv"),
-                       help="TV-L1 optical flow: batched PyTorch (any device) or OpenCV (CPU)")
+    video.add_argument("--flow", default="auto", choices=("auto", "opencv", "torch"),
+                       help="TV-L1 optical flow: batched PyTorch (any device) or OpenCV (CPU); "
+                            "auto: torch on a GPU, opencv on a CPU (as extract_features.py)")
     video.add_argument("--sample-mode", default="resize", choices=("resize", "center_crop", "oversample"),
                        help="frames to I3D input: whole frame resized, centre crop, or ten crops averaged")
     video.add_argument("--extract-size", type=int, default=224,
@@ -182,7 +183,8 @@ class VideoFeatures:
         except ImportError as exc:
             raise STCLError(f"{path}: video input needs the feature_extraction package of this repository, "
                             f"which cannot be imported ({exc}); give the video's features as a .npy file") from None
-        return FeatureExtractor(self.own.rgb_weights, self.own.flow_weights, flow=self.own.flow,
+        flow = self.own.flow if self.own.flow != "auto" else ("torch" if self.device.type == "cuda" else "opencv")
+        return FeatureExtractor(self.own.rgb_weights, self.own.flow_weights, flow=flow,
                                 sample_mode=self.own.sample_mode, batch_size=self.own.extract_batch_size,
                                 device=self.device, amp=self.amp, size=self.own.extract_size)
 
