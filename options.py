@@ -33,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="file prefix of the features and annotations; "
                            f"{', '.join(RECORDS)} select their dataset record (dataset_record.py), "
                            "any other name takes the record of --use-model")
-    data.add_argument("--dataset", default="SampleDataset", choices=["SampleDataset", "AntSampleDataset"],
-                      help="loader name of the released code; both read the same layout, the split is taken from subset.npy")
     data.add_argument("--num-class", type=int, default=None,
                       help="number of action classes C, background excluded (default: the dataset record's, "
                            "20 / 100 / 200)")
@@ -58,9 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--use-model", default=None, choices=sorted(MODEL_RECORDS),
                        help="STCL_THU (THUMOS-14 model) or STCL_ACT (ActivityNet model: cls_intra reads TCL layer 1, "
                             "smoothed scores, M = 5, KL weight 0.1); default: the dataset's")
-    model.add_argument("--AWM", default="BWA_fusion_dropout_feat_v2", choices=["BWA_fusion_dropout_feat_v2"],
-                       help="cross-modal attention module; the released code has only this one for STCL-Net")
-    model.add_argument("--dropout_ratio", type=float, default=0.7, help="dropout of the fusion layer and classifier heads")
+    model.add_argument("--dropout_ratio", type=float, default=0.7,
+                       help="dropout of the fusion layer and classifier heads")
     model.add_argument("--t", type=int, default=None,
                        help="STCL_ACT: scores are smoothed with an average pool of width (max_seqlen//t)//2*2+1 "
                             "(default 5); refused for STCL_THU, which does not smooth")
@@ -99,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--seed", type=int, default=3552, help="seed of python, numpy and torch")
     optim.add_argument("--seeds", default=None,
                        help="comma-separated seeds, e.g. 3552,0,1: train once per seed and print mean +- std")
-    optim.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast), for GPUs with bfloat16 tensor cores; "
+    optim.add_argument("--amp", action="store_true",
+                       help="mixed precision (bfloat16 autocast), for GPUs with bfloat16 tensor cores; "
                             "runs on CPU too, slower there; off by default")
     optim.add_argument("--resume", default=None,
                        help="continue a killed run from this checkpoint (usually <run dir>/last.pt); with --seeds, "
@@ -112,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "periodic evaluation on --holdout of the training videos, kept out of training, and "
                              "the test set evaluated once at the end")
     select.add_argument("--holdout", type=float, default=0.1,
-                        help="--select-on holdout: the fraction of the training videos kept out of training to select on")
+                        help="--select-on holdout: the fraction of the training videos kept out of training "
+                             "to select on")
     select.add_argument("--holdout-seed", type=int, default=0,
                         help="--select-on holdout: seed of the draw of the held-out videos (the same for every --seed)")
 
@@ -122,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--gamma-oic", type=float, default=0.2, help="weight of the video score in a proposal's score")
     post.add_argument("--feature_fps", type=float, default=25,
                       help="frames per second of the features; a snippet is 16 frames (seconds = snippets * 16 / fps)")
-    post.add_argument("--scale", type=float, default=1,
-                      help="accepted for released command lines; it cancels out there, detections are scored in snippets")
     post.add_argument("--classification-topk", type=int, default=1,
                       help="classification mAP: mean of the top-k CAS values per class (1 = the released behaviour)")
 
@@ -131,15 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-name", default="STCL", help="name of the run: results go to <output-dir>/<model-name>/")
     run.add_argument("--output-dir", default="runs", help="parent folder of run folders")
     run.add_argument("--pretrained-ckpt", default=None,
-                     help="checkpoint to start from (main.py) or to evaluate (test.py): the project's own or the released .pkl")
+                     help="checkpoint to start from (main.py) or to evaluate (test.py): the project's own "
+                          "or the released .pkl")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                      help="auto = cuda when available, else cpu")
-    run.add_argument("--log-every", type=int, default=10, help="log the loss terms (losses.csv, TensorBoard) every this many iterations")
+    run.add_argument("--log-every", type=int, default=10,
+                     help="log the loss terms (losses.csv, TensorBoard) every this many iterations")
 
     test = p.add_argument_group("test.py")
     test.add_argument("--output", default=None,
                       help="test.py: folder for the detections JSON and the metrics (default: next to the checkpoint)")
-    test.add_argument("--save-cas", default=None, help="test.py: store each test video's CAS and actionness in this folder")
+    test.add_argument("--save-cas", default=None,
+                      help="test.py: store each test video's CAS and actionness in this folder")
     test.add_argument("--from-cas", default=None,
                       help="test.py: re-run proposals and evaluation from a --save-cas folder, with no network")
     test.add_argument("--visualize", type=int, default=0, help="test.py: draw this many test videos as PNGs")
@@ -149,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--save-bank", default=None,
                       help="test.py, localize.py: write the weights, options and evaluation exemplar bank to this "
                            "checkpoint, which then needs no training features (e.g. for a released .pkl)")
+    released = p.add_argument_group(
+        "released command lines",
+        "accepted so that the released code's command lines run unchanged, and IGNORED: they change nothing")
+    released.add_argument("--dataset", default="SampleDataset", choices=["SampleDataset", "AntSampleDataset"],
+                          help="loader name of the released code; both loaders read the same layout and the split "
+                               "comes from subset.npy")
+    released.add_argument("--AWM", default="BWA_fusion_dropout_feat_v2", choices=["BWA_fusion_dropout_feat_v2"],
+                          help="cross-modal attention module of the released code; it has only this one for STCL-Net")
+    released.add_argument("--scale", type=float, default=1,
+                          help="a time scale of the released evaluation that cancels out there; detections are "
+                               "scored in snippets")
     return p
 
 
