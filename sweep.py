@@ -468,6 +468,8 @@ def run_sweep(sweep_args: argparse.Namespace, main_argv: List[str]) -> int:
     for trial in trials:
         if trial not in pending:
             print(f"{trial['name']}: finished earlier (summary.json), not rerun")
+        elif (Path(trial["run_dir"]) / "last.pt").is_file():
+            print(f"{trial['name']}: unfinished, resumes from {Path(trial['run_dir']) / 'last.pt'}")
     results = _run_on_ray(sweep_args, pending, output_dir, base.model_name) if pending else []
     return report(results, trials, output_dir, base.model_name)
 
