@@ -84,7 +84,9 @@ def swept(demo):
     pytest.importorskip("ray")
     argv = ["sweep.py", "--grid", "lr=1e-3", "--seeds", "1,2", "--num-cpus", "2", "--max-concurrent", "1",
             "--path-dataset", str(demo / "demo"), *DEMO, "--output-dir", str(demo / "runs"), "--model-name", "t"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", MARKER: str(demo)}
+    # Ray runs its workers at nice 15: on a busy machine they would wait for every other process.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_worker_niceness": "0",
+           MARKER: str(demo)}
     runs = [demo / "runs" / "t_lr=0.001_seed1", demo / "runs" / "t_lr=0.001_seed2"]
     with (demo / "first.log").open("w") as log:
         proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
