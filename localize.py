@@ -37,7 +37,7 @@ from utils.cas_folder import write_cas_folder
 from utils.device import choose_device
 from utils.errors import DataError, STCLError
 from utils.evaluation import SegmentTable, seconds_per_snippet
-from wsad_dataset import features_path
+from wsad_dataset import check_snippet_features, features_path
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv",
                             ".3gp", ".ts"})
@@ -130,23 +130,10 @@ def expand_inputs(paths: List[str]) -> Tuple[List[VideoInput], List[str]]:
 
 
 def check_features(features, path, feature_size: int) -> np.ndarray:
-    """A (T, D) float32 array of finite snippet features, or a DataError naming ``path``."""
-    array = np.asarray(features)
-    if array.dtype.kind not in "fiu":
-        raise DataError(f"{path}: features are not real numbers (dtype {array.dtype})")
-    if array.ndim != 2:
-        raise DataError(f"{path}: expected (T, {feature_size}) snippet features, got shape {array.shape}")
-    if array.shape[1] != feature_size:
-        raise DataError(f"{path}: features have {array.shape[1]} channels per snippet, but the model takes "
-                        f"D = {feature_size} (RGB then flow, {feature_size // 2} each)")
-    if array.shape[0] == 0:
-        raise DataError(f"{path}: the features hold zero snippets (a video shorter than one 16-frame snippet?)")
-    array = array.astype(np.float32, copy=False)
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = np.flatnonzero(~finite.all(axis=1))
-        raise DataError(f"{path}: {int((~finite).sum())} NaN/Inf values, in {len(bad)} of {len(array)} snippets "
-                        f"(first: snippet {bad[0]})")
+    """A (T, D) float32 array of finite snippet features, not all zero, or a DataError naming ``path``."""
+    array = check_snippet_features(features, str(path), feature_size,
+                                   f" per snippet, but the model takes D = {feature_size} "
+                                   f"(RGB then flow, {feature_size // 2} each)")
     if not array.any():
         raise DataError(f"{path}: every snippet is all zeros (features of a video that could not be decoded?)")
     return array

@@ -288,22 +288,34 @@ def _choose_record(dataset_name: str, subset: list[str], path: Path) -> DatasetR
     return record
 
 
-def _video_features(value, path: Path, video: str, feature_size: int) -> np.ndarray:
-    """One video's features as (T, D) float32, checked for shape and finiteness."""
+def check_snippet_features(value, where: str, feature_size: int, channels_hint: str = "") -> np.ndarray:
+    """One video's snippet features as (T, D) float32, checked for type, shape and finiteness.
+
+    ``where`` starts every message (the file, and the video when the file holds several);
+    ``channels_hint`` ends the message about a wrong D. Used by the loader and by localize.py.
+    """
     array = np.asarray(value)
     if array.dtype.kind not in "fiu":
-        raise DataError(f"{path}: video {video}: features are not real numbers (dtype {array.dtype})")
+        raise DataError(f"{where}: features are not real numbers (dtype {array.dtype})")
     if array.ndim != 2:
-        raise DataError(f"{path}: video {video}: expected (T, {feature_size}) features, got shape {array.shape}")
+        raise DataError(f"{where}: expected (T, {feature_size}) snippet features, got shape {array.shape}")
     if array.shape[1] != feature_size:
-        raise DataError(f"{path}: video {video}: features have {array.shape[1]} channels but feature_size is "
-                        f"{feature_size} (set --feature-size)")
+        raise DataError(f"{where}: features have {array.shape[1]} channels{channels_hint}")
     if array.shape[0] == 0:
-        raise DataError(f"{path}: video {video}: features have zero snippets")
+        raise DataError(f"{where}: features have zero snippets (a video shorter than one 16-frame snippet?)")
     array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise DataError(f"{path}: video {video}: features hold {int((~np.isfinite(array)).sum())} NaN/Inf values")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1))
+        raise DataError(f"{where}: features hold {int((~finite).sum())} NaN/Inf values, in {len(bad)} of "
+                        f"{len(array)} snippets (first: snippet {bad[0]})")
     return array
+
+
+def _video_features(value, path: Path, video: str, feature_size: int) -> np.ndarray:
+    """One video of the joint features file as (T, D) float32 (:func:`check_snippet_features`)."""
+    return check_snippet_features(value, f"{path}: video {video}", feature_size,
+                                  f" but feature_size is {feature_size} (set --feature-size)")
 
 
 def _read_features(path: Path, video_names: list[str], feature_size: int) -> list[np.ndarray]:
