@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,9 @@ from tqdm import tqdm
 from feature_extraction.annotations import read_annotations, read_classlist, write_annotations
 from feature_extraction.decode import FPS, SAMPLE_MODES, probe
 from feature_extraction.flow import FLOW_METHODS, QUANTIZE_MODES
+from utils.atomic import save_npy, write_json
 from utils.errors import DataError, STCLError
+from utils.layout import check_video_name, features_path, file_in, text_array
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
 #: The options that change the features; a features folder made with other values is refused.
@@ -84,20 +85,9 @@ def find_videos(inputs: list[str]) -> list[Path]:
         if video.stem in seen and seen[video.stem] != video:
             raise DataError(f"two videos named {video.stem}: {seen[video.stem]} and {video} (the file name without "
                             "extension is the video name)")
+        check_video_name(video.stem, f"{video}")
         seen[video.stem] = video
     return list(seen.values())
-
-
-def save_npy_atomic(array: np.ndarray, path: Path) -> None:
-    """np.save to a temporary file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=array.dtype == object)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _prepare_output(out: Path, settings: dict) -> Path:
@@ -112,7 +102,13 @@ def _prepare_output(out: Path, settings: dict) -> Path:
         raise DataError(f"{out}: cannot write to the output folder ({error.strerror or error})") from error
     record = features / "extraction.json"
     if record.is_file():
-        earlier = json.loads(record.read_text())
+        try:
+            earlier = json.loads(record.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise DataError(f"{record}: cannot read the settings of the earlier extraction ({error}); "
+                            "delete the file if the features in that folder are yours, or use another --out") from None
+        if not isinstance(earlier, dict):
+            raise DataError(f"{record}: expected a JSON object of extraction settings")
         changed = {k: (earlier.get(k), settings[k]) for k in SETTINGS if earlier.get(k) != settings[k]}
         if changed:
             listing = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
@@ -141,23 +137,23 @@ def _import_annotations(args, videos: list[Path], out: Path) -> Path:
 def _joint_order(out: Path, name: str, videos: list[Path]) -> list[str]:
     names_file = out / f"{name}-Annotations" / "videoname.npy"
     if names_file.is_file():
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in np.load(names_file, allow_pickle=True)]
+        return [check_video_name(v, f"{names_file}: entry {i}") for i, v in enumerate(text_array(names_file))]
     return [video.stem for video in videos]
 
 
 def write_joint(out: Path, name: str, order: list[str]) -> Path:
     """<out>/<name>-I3D-JOINTFeatures.npy: an object array of the per-video features, in `order`."""
     features = out / "features"
-    missing = [video for video in order if not (features / f"{video}.npy").is_file()]
+    missing = [video for video in order if not file_in(features, video, ".npy").is_file()]
     if missing:
         shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
         raise DataError(f"{out / f'{name}-Annotations' / 'videoname.npy'} names videos without features in "
                         f"{features}: {shown}; the joint features file was not written")
     joint = np.empty(len(order), dtype=object)
     for i, video in enumerate(order):
-        joint[i] = np.load(features / f"{video}.npy")
-    path = out / f"{name}-I3D-JOINTFeatures.npy"
-    save_npy_atomic(joint, path)
+        joint[i] = np.load(file_in(features, video, ".npy"), allow_pickle=False)
+    path = features_path(out, name)
+    save_npy(path, joint)
     return path
 
 
@@ -187,7 +183,7 @@ def extract(args) -> int:
         extractor = FeatureExtractor(args.rgb_weights, args.flow_weights, flow=args.flow, sample_mode=args.sample_mode,
                                      batch_size=args.batch_size, device=device, amp=args.amp,
                                      flow_quantize=args.flow_quantize, size=args.size, short_side=args.short_side)
-        (features / "extraction.json").write_text(json.dumps(settings, indent=1))
+        write_json(features / "extraction.json", settings)
         for video in tqdm(todo, desc="videos", unit="video"):
             try:
                 total = round(probe(video).duration_s * FPS) or None
@@ -197,7 +193,7 @@ def extract(args) -> int:
                 failures.append(f"video {video.stem}: {error}")
                 tqdm.write(f"error: video {video.stem}: {error}", file=sys.stderr)
                 continue
-            save_npy_atomic(array, features / f"{video.stem}.npy")
+            save_npy(file_in(features, video.stem, ".npy"), array)
     if failures:
         print(f"error: {len(failures)} of {len(videos)} videos failed (the others are kept in {features}; "
               "fix or remove these and run the same command again):\n  " + "\n  ".join(failures), file=sys.stderr)

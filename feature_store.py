@@ -21,35 +21,22 @@ only when it is complete, so a crash or Ctrl-C never leaves a store that looks w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from utils.errors import DataError, STCLError
+from utils.atomic import atomic_write, save_npy, write_json
+from utils.errors import DataError, OutputError, STCLError
+from utils.layout import STORE_FEATURES_SUFFIX, annotations_path, features_path, load_npy, store_paths, text_array
 
 STORE_FORMAT = "stcl-net feature store"
 STORE_VERSION = 1
-FEATURES_SUFFIX = "-I3D-features.npy"
-OFFSETS_SUFFIX = "-I3D-offsets.npy"
-HEADER_SUFFIX = "-I3D-features.json"
 DTYPES = ("float32", "float16")
 _HEADER_BYTES = 128  # room reserved for the .npy header of any (S, D) shape; a multiple of 64
-
-
-def store_paths(path_dataset, dataset_name: str) -> tuple[Path, Path, Path]:
-    """(features .npy, offsets .npy, header .json) of the store of `dataset_name`."""
-    root = Path(path_dataset)
-    return (root / f"{dataset_name}{FEATURES_SUFFIX}", root / f"{dataset_name}{OFFSETS_SUFFIX}",
-            root / f"{dataset_name}{HEADER_SUFFIX}")
-
-
-def has_store(path_dataset, dataset_name: str) -> bool:
-    """Whether a complete store is there (its header is written last)."""
-    return store_paths(path_dataset, dataset_name)[2].is_file()
 
 
 class FeatureStore:
@@ -174,10 +161,11 @@ def _read_header(path: Path) -> dict:
 class StoreWriter:
     """Write a store one video at a time: ``with StoreWriter(root, name, D) as w: w.add(name, x)``.
 
-    Rows go straight to ``<features>.tmp`` (nothing is held in memory); on a clean exit the
-    .npy header is filled in, the old header (if any) is removed, the two arrays are renamed
-    into place and the new header written last. On an exception the temporary files are
-    removed and an existing store is left as it was.
+    Rows go straight to a temporary file beside the features file (nothing is held in
+    memory; :func:`utils.atomic.atomic_write`); on a clean exit the .npy header is filled
+    in, the old header (if any) is removed, the features and offsets are renamed into place
+    and the new header written last, so no reader ever sees a store that is not whole. On
+    an exception the temporary file is removed and an existing store is left as it was.
     """
 
     def __init__(self, path_dataset, dataset_name: str, feature_size: int, dtype: str = "float32"):
@@ -188,14 +176,21 @@ class StoreWriter:
         self.names: list[str] = []
         self.lengths: list[int] = []
         self.all_zero: list[int] = []
-        self._tmp = self.paths[0].with_name(self.paths[0].name + ".tmp")
+        self._stack: contextlib.ExitStack | None = None
         self._file = None
 
     def __enter__(self) -> "StoreWriter":
-        self.paths[0].parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self._tmp, "wb")
-        self._file.write(b"\0" * _HEADER_BYTES)
+        self._stack = contextlib.ExitStack()
+        self._file = self._stack.enter_context(atomic_write(self.paths[0], binary=True))
+        self._write(b"\0" * _HEADER_BYTES)
         return self
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as error:
+            raise OutputError(f"cannot write {self.paths[0]}: {error.strerror or error}; "
+                              "nothing was written to it") from error
 
     def add(self, name: str, features: np.ndarray) -> None:
         """Append one video's (T, D) features (checked; converted to the store's dtype)."""
@@ -216,40 +211,28 @@ class StoreWriter:
                             "(use --feature-dtype float32)")
         if not stored.any():
             self.all_zero.append(len(self.names))
-        self._file.write(np.ascontiguousarray(stored).tobytes())
+        self._write(np.ascontiguousarray(stored).tobytes())
         self.names.append(name)
         self.lengths.append(len(stored))
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._finish()
-        finally:
-            if not self._file.closed:
-                self._file.close()
-            for leftover in (self._tmp, *(p.with_name(p.name + ".tmp") for p in self.paths[1:])):
-                leftover.unlink(missing_ok=True)
-
-    def _finish(self) -> None:
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            return bool(self._stack.__exit__(exc_type, exc, tb))  # the temporary file is removed
         total = int(sum(self.lengths))
-        self._file.seek(0)
-        self._file.write(_npy_header(self.dtype, (total, self.feature_size)))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.seek(0)
+        except OSError as error:
+            self._stack.__exit__(type(error), error, error.__traceback__)
+            raise OutputError(f"cannot write {self.paths[0]}: {error.strerror or error}") from error
+        self._write(_npy_header(self.dtype, (total, self.feature_size)))
         features_file, offsets_file, header_file = self.paths
-        offsets_tmp = offsets_file.with_name(offsets_file.name + ".tmp")
-        with open(offsets_tmp, "wb") as f:
-            np.save(f, np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype(np.int64))
-        header = {"format": STORE_FORMAT, "version": STORE_VERSION, "feature_size": self.feature_size,
-                  "dtype": str(self.dtype), "total_snippets": total, "videos": self.names,
-                  "all_zero_videos": self.all_zero}
-        header_tmp = header_file.with_name(header_file.name + ".tmp")
-        header_tmp.write_text(json.dumps(header))
         header_file.unlink(missing_ok=True)  # until the new header is in place, no store is seen
-        os.replace(self._tmp, features_file)
-        os.replace(offsets_tmp, offsets_file)
-        os.replace(header_tmp, header_file)
+        self._stack.close()  # fsync, rename the features into place
+        save_npy(offsets_file, np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype(np.int64))
+        write_json(header_file, {"format": STORE_FORMAT, "version": STORE_VERSION, "feature_size": self.feature_size,
+                                 "dtype": str(self.dtype), "total_snippets": total, "videos": self.names,
+                                 "all_zero_videos": self.all_zero}, indent=None)
+        return False
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, int]) -> bytes:
@@ -280,11 +263,9 @@ def convert(path_dataset, dataset_name: str = "Thumos14reduced", dtype: str = "f
     The videos are named and ordered by ``<name>-Annotations/videoname.npy``. The joint
     file is read whole (a pickled object array cannot be read in parts) once.
     """
-    from wsad_dataset import _load_npy, _text_array, annotations_path, features_path
-
     joint = features_path(path_dataset, dataset_name)
-    names = _text_array(annotations_path(path_dataset, dataset_name) / "videoname.npy")
-    raw = _load_npy(joint, "features file")
+    names = text_array(annotations_path(path_dataset, dataset_name) / "videoname.npy")
+    raw = load_npy(joint, "features file")
     if not isinstance(raw, np.ndarray) or raw.dtype != object or raw.ndim != 1 or len(raw) != len(names):
         raise DataError(f"{joint}: expected a 1-D object array of {len(names)} per-video (T_i, D) arrays "
                         "(one per video of videoname.npy)")
@@ -306,7 +287,7 @@ def main(argv=None) -> int:
     except STCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote the feature store {header.with_name(args.dataset_name + FEATURES_SUFFIX)} (+ offsets, header)")
+    print(f"wrote the feature store {header.with_name(args.dataset_name + STORE_FEATURES_SUFFIX)} (+ offsets, header)")
     return 0
 
 

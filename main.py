@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 import shlex
 import signal
@@ -40,6 +39,7 @@ from options import parse_args
 from test import EvaluationResult, Reference, test
 from train import NonFiniteLossError, build_optimizer, train_step
 from utils import checkpoint as ckpt
+from utils.atomic import atomic_write, write_json
 from utils.device import choose_device
 from utils.errors import CheckpointError, STCLError
 from utils.evaluation import format_table, summarize
@@ -302,10 +302,12 @@ class TrainingRun:
             self.best = dict(self.last_eval)
             self.save_best(iteration)
         best, last = self.evaluate_on_test_once() if self.args.select_on == "holdout" else (self.best, self.last_eval)
+        if not np.isfinite(best.get("score", 0.0)):  # no periodic evaluation ran: nothing was selected
+            best = {k: v for k, v in best.items() if k != "score"}
         summary = {"run_dir": str(self.run_dir), "seed": self.args.seed, "select_on": self.args.select_on,
                    "selection": selection_rule(self.args, self.reference, self.select_reference),
                    "best": best, "last": last}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+        write_json(self.run_dir / "summary.json", summary)
         print_summary(summary)
         return summary
 
@@ -416,7 +418,7 @@ def seed_sweep(args: argparse.Namespace, argv: Optional[List[str]] = None) -> Li
         summaries.append(train(run_args, argv=argv))
     print("\n" + seed_table(summaries))
     table_path = Path(args.output_dir) / f"{args.model_name}_seeds.csv"
-    with table_path.open("w", newline="") as f:
+    with atomic_write(table_path, newline="") as f:
         out = csv.writer(f)
         keys = list(summaries[0]["best"]["summary"])
         out.writerow(["seed", "checkpoint", *keys])

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from options import build_parser, explicit_args, parse_args
+from utils.atomic import atomic_write, write_json
 from utils.errors import STCLError
 
 REPO = Path(__file__).resolve().parent
@@ -395,15 +396,13 @@ def write_results(output_dir: Path, model_name: str, groups: List[dict], chosen:
     _write_text(csv_path, lambda f: csv.writer(f).writerows(rows))
     payload = {"select_on": select_on, "selection": selection, "configuration_rule": configuration_rule(select_on),
                "best_configuration": chosen["label"], "configurations": groups}
-    _write_text(json_path, lambda f: f.write(json.dumps(payload, indent=1)))
+    write_json(json_path, payload)
     return csv_path, json_path
 
 
 def _write_text(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         write(f)
-    tmp.replace(path)
 
 
 # ======================================================================================

@@ -31,6 +31,7 @@ from options import RECORD_OPTIONS, checkpoint_options, explicit_args, parse_arg
 from proposal_methods import PROPOSAL_METHODS, ambiguous_to_snippets
 from utils import checkpoint as ckpt
 from utils.cas_folder import read_cas_folder, write_cas_folder
+from utils.atomic import write_json, write_text
 from utils.device import choose_device
 from utils.diagnosis import false_positive_breakdown, format_breakdown, per_class_ap_table, write_per_class_csv
 from utils.errors import DataError, STCLError
@@ -234,14 +235,6 @@ def proposals_json(result: EvaluationResult) -> dict:
     return out
 
 
-def write_json(path: Path, obj) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
-    return path
-
-
 def report(result: EvaluationResult, out_dir: Path, extra: Optional[dict] = None) -> str:
     """Print-ready text, and the files: metrics.json, detections.json, proposals.json,
     per_class_ap.csv and fp_breakdown.txt in ``out_dir``."""
@@ -259,7 +252,7 @@ def report(result: EvaluationResult, out_dir: Path, extra: Optional[dict] = None
     write_json(out_dir / "detections.json", detections_json(result))
     write_json(out_dir / "proposals.json", proposals_json(result))
     write_per_class_csv(out_dir / "per_class_ap.csv", result.ap, result.tiou_thresholds, ref.class_names)
-    (out_dir / "fp_breakdown.txt").write_text(breakdown + "\n")
+    write_text(out_dir / "fp_breakdown.txt", breakdown + "\n")
     return "\n".join(text)
 
 

@@ -7,15 +7,16 @@ The layout is the one of the CO2-Net / STCL-Net release (docs/METHOD.md#10-data-
         classlist.npy, videoname.npy, subset.npy, duration.npy,
         labels_all.npy, labels.npy, segments.npy, Ambiguous_test.txt (optional)
 
-Every problem with these files is raised as ``utils.errors.DataError`` naming the file,
-the video and what is wrong. Segments that reach past their video's duration are only
-warned about (the real THUMOS-14 annotations have 30 of them) and kept as they are.
+The files are read by :mod:`utils.layout` (the one safe reader: a pickle in them cannot
+run code), and every video name passes its name rule. Every problem with these files is
+raised as ``utils.errors.DataError`` naming the file, the video and what is wrong.
+Segments that reach past their video's duration are only warned about (the real THUMOS-14
+annotations have 30 of them) and kept as they are.
 """
 from __future__ import annotations
 
 import copy
 import logging
-import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +25,11 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dataset_record import RECORDS, DatasetRecord, record_for_subsets
-from feature_store import FeatureStore, has_store, store_paths
+from feature_store import FeatureStore
+from utils.atomic import write_text
 from utils.errors import DataError
-
-FEATURES_SUFFIX = "-I3D-JOINTFeatures.npy"
-ANNOTATIONS_SUFFIX = "-Annotations"
-AMBIGUOUS_FILE = "Ambiguous_test.txt"
-REQUIRED_ANNOTATIONS = ("classlist", "videoname", "subset", "duration", "labels_all", "labels", "segments")
-
-# What np.load / pickle raise on a truncated or corrupted file; the pickle documentation
-# lists AttributeError, EOFError, ImportError and IndexError besides UnpicklingError.
-_UNREADABLE = (OSError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, ImportError, IndexError)
+from utils.layout import (AMBIGUOUS_FILE, REQUIRED_ANNOTATIONS, annotations_path, as_text, check_video_name,
+                          features_path, has_store, load_npy, missing_file, store_paths, text_array)
 
 _log = logging.getLogger(__name__)
 
@@ -62,60 +57,9 @@ def uniform_sample(length: int, n: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- reading
 
-def features_path(path_dataset: str | Path, dataset_name: str) -> Path:
-    """Where the features of `dataset_name` live under `path_dataset`."""
-    return Path(path_dataset) / f"{dataset_name}{FEATURES_SUFFIX}"
-
-
-def annotations_path(path_dataset: str | Path, dataset_name: str) -> Path:
-    """The annotation folder of `dataset_name` under `path_dataset`."""
-    return Path(path_dataset) / f"{dataset_name}{ANNOTATIONS_SUFFIX}"
-
-
-def _missing(path: Path, what: str) -> DataError:
-    return DataError(
-        f"{what} not found: {path}. The features are expected at <path-dataset>/<name>{FEATURES_SUFFIX} "
-        f"(or converted to a memory-mapped store, <name>-I3D-features.npy/.json, by feature_store.py) "
-        f"and the annotations in <path-dataset>/<name>{ANNOTATIONS_SUFFIX}/ (the THUMOS-14 I3D features and "
-        "annotations come from the CO2-Net/STCL-Net release, see dataset/README.md); "
-        "run `python -m dataset.make_demo` for a small synthetic dataset."
-    )
-
-
-def _load_npy(path: Path, what: str):
-    """np.load with pickles allowed; a missing or unreadable file becomes a DataError."""
-    if not path.is_file():
-        raise _missing(path, what)
-    try:
-        return np.load(path, allow_pickle=True)
-    except _UNREADABLE as error:
-        raise DataError(f"{path}: cannot read {what} ({type(error).__name__}: {error}); "
-                        "the file is truncated or not a .npy file") from error
-
-
-def _as_text(value, path: Path, where: str) -> str:
-    """A str from a str or utf-8 bytes value; anything else is a DataError."""
-    if isinstance(value, (bytes, np.bytes_)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path}: {where}: {value!r} is not utf-8 text") from error
-    if isinstance(value, str):
-        return str(value)
-    raise DataError(f"{path}: {where}: expected text, got {type(value).__name__} {value!r}")
-
-
-def _text_array(path: Path) -> list[str]:
-    """A 1-D array of names (bytes or str) as a list of str."""
-    array = np.asarray(_load_npy(path, "annotation file"))
-    if array.ndim != 1:
-        raise DataError(f"{path}: expected a 1-D array of names, got shape {array.shape}")
-    return [_as_text(value, path, f"entry {i}") for i, value in enumerate(array)]
-
-
 def _per_video(path: Path, num_videos: int, videoname_path: Path) -> np.ndarray:
     """An annotation array with one entry per video; its length must match videoname.npy."""
-    array = _load_npy(path, "annotation file")
+    array = load_npy(path, "annotation file")
     if not isinstance(array, np.ndarray) or array.ndim == 0:
         raise DataError(f"{path}: expected one entry per video, got {type(array).__name__}")
     if len(array) != num_videos:
@@ -129,7 +73,7 @@ def _class_indices(value, class_index: dict[str, int], path: Path, video: str) -
         raise DataError(f"{path}: video {video}: expected a list of class names, got {value!r}")
     indices = []
     for item in value:
-        name = _as_text(item, path, f"video {video}")
+        name = as_text(item, path, f"video {video}")
         if name not in class_index:
             raise DataError(f"{path}: video {video}: label {name!r} is not in classlist.npy")
         indices.append(class_index[name])
@@ -170,7 +114,7 @@ class _Annotations:
 
 def _read_class_names(folder: Path, num_class: int) -> list[str]:
     path = folder / "classlist.npy"
-    names = _text_array(path)
+    names = text_array(path)
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise DataError(f"{path}: class names listed twice: {duplicates}")
@@ -180,9 +124,10 @@ def _read_class_names(folder: Path, num_class: int) -> list[str]:
 
 
 def _read_video_names(path: Path) -> list[str]:
-    names = _text_array(path)
+    names = text_array(path)
     seen: set[str] = set()
     for index, name in enumerate(names):
+        check_video_name(name, f"{path}: entry {index}")
         if name in seen:
             raise DataError(f"{path}: video {name} is listed twice (again at index {index})")
         seen.add(name)
@@ -207,17 +152,17 @@ def _read_duration(path: Path, num_videos: int) -> np.ndarray:
 def _read_annotations(folder: Path, num_class: int) -> _Annotations:
     """Read and validate every required annotation file of `folder`."""
     if not folder.is_dir():
-        raise _missing(folder, "annotation folder")
+        raise missing_file(folder, "annotation folder")
     for name in REQUIRED_ANNOTATIONS:
         if not (folder / f"{name}.npy").is_file():
-            raise _missing(folder / f"{name}.npy", "annotation file")
+            raise missing_file(folder / f"{name}.npy", "annotation file")
     class_names = _read_class_names(folder, num_class)
     class_index = {name: c for c, name in enumerate(class_names)}
     videoname_path = folder / "videoname.npy"
     video_names = _read_video_names(videoname_path)
     num_videos = len(video_names)
     subset_path = folder / "subset.npy"
-    subset = _text_array(subset_path)
+    subset = text_array(subset_path)
     if len(subset) != num_videos:
         raise DataError(f"{subset_path} has {len(subset)} entries but {videoname_path} names {num_videos} videos")
     duration = _read_duration(folder / "duration.npy", num_videos)
@@ -264,11 +209,7 @@ def warn_about_videos(what: str, videos: list[tuple[str, int]], report_dir: Path
     if len(videos) > WARNING_NAMES:
         message += f" and {len(videos) - WARNING_NAMES} more"
         if report_dir is not None:
-            written = Path(report_dir) / file_name
-            written.parent.mkdir(parents=True, exist_ok=True)
-            tmp = written.with_name(written.name + ".tmp")
-            tmp.write_text("".join(f"{name} {count}\n" for name, count in videos))
-            tmp.replace(written)
+            written = write_text(Path(report_dir) / file_name, "".join(f"{name} {count}\n" for name, count in videos))
             message += f"; the full list is in {written}"
         else:
             message += "; SampleDataset.late_segments lists them all"
@@ -320,7 +261,7 @@ def _video_features(value, path: Path, video: str, feature_size: int) -> np.ndar
 
 def _read_features(path: Path, video_names: list[str], feature_size: int) -> list[np.ndarray]:
     """The features file as a list of (T_i, D) float32 arrays, one per video of videoname.npy."""
-    raw = _load_npy(path, "features file")
+    raw = load_npy(path, "features file")
     if isinstance(raw, np.ndarray) and raw.dtype != object:
         raise DataError(f"{path}: expected one (T_i, {feature_size}) array per video (a 1-D object array), "
                         f"got a {raw.dtype} array of shape {raw.shape}")
@@ -426,7 +367,7 @@ class SampleDataset:
         feature_format = _choose_feature_format(path_dataset, dataset_name, feature_format)
         feature_file = features_path(path_dataset, dataset_name)
         if feature_format == "joint" and not feature_file.is_file():
-            raise _missing(feature_file, "features file")
+            raise missing_file(feature_file, "features file")
         annotations = _read_annotations(folder, num_class)
         #: (video name, count) of every video with segments ending after its duration (kept as they are)
         self.late_segments = late_segments(annotations.video_names, annotations.segments, annotations.duration)
@@ -602,7 +543,7 @@ def _choose_feature_format(path_dataset, dataset_name: str, feature_format: str)
     if feature_format == "auto":
         return "store" if has_store(path_dataset, dataset_name) else "joint"
     if feature_format == "store" and not has_store(path_dataset, dataset_name):
-        raise _missing(store_paths(path_dataset, dataset_name)[2], "feature store")
+        raise missing_file(store_paths(path_dataset, dataset_name)[2], "feature store")
     return feature_format
 
 

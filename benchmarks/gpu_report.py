@@ -38,7 +38,6 @@ import datetime
 import importlib.util
 import io
 import json
-import os
 import pstats
 import resource
 import statistics
@@ -65,6 +64,7 @@ from test import Reference, evaluate, run_network  # noqa: E402
 from exemplar_source import ExemplarSource  # noqa: E402
 from model import build_criterion, build_model  # noqa: E402
 from train import build_optimizer, train_step  # noqa: E402
+from utils.atomic import write_text  # noqa: E402
 from utils.device import choose_device  # noqa: E402
 from utils.evaluation import seconds_to_snippets  # noqa: E402
 from utils import checkpoint as ckpt  # noqa: E402
@@ -484,9 +484,7 @@ def optional(name: str, fn, strict: bool) -> dict:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def build_parser() -> argparse.ArgumentParser:

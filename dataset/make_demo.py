@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.evaluation import FEATURE_FPS, SNIPPET_FRAMES
+from utils.layout import ANNOTATIONS_SUFFIX, JOINT_FEATURES_SUFFIX, REQUIRED_ANNOTATIONS
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "demo"
 DEFAULT_NAME = "Thumos14reduced"
@@ -47,10 +48,7 @@ ANET_SHORT = (3, 10)  # snippets of a short one, dropped by the loader
 ANET_SHORT_SHARE = 0.04  # of the videos are short
 ANET_COVERAGE = (0.35, 0.9)  # share of a video its instances cover
 ANET_TWO_INSTANCES = 0.3  # probability of a second instance
-FEATURES_SUFFIX = "-I3D-JOINTFeatures.npy"
-ANNOTATIONS_SUFFIX = "-Annotations"
-ANNOTATION_FILES = ("classlist", "videoname", "subset", "duration", "labels_all", "labels", "segments",
-                    "extracted_fps", "original_fps")
+ANNOTATION_FILES = (*REQUIRED_ANNOTATIONS, "extracted_fps", "original_fps")
 FPS = FEATURE_FPS
 SNIPPET_SECONDS = SNIPPET_FRAMES / FPS
 
@@ -289,7 +287,7 @@ def _write_layout(root: Path, dataset_name: str, class_names: list[str], videos:
         np.save(folder / f"{name}.npy", array, allow_pickle=True)
     if ambiguous is not None:  # THUMOS only
         (folder / "Ambiguous_test.txt").write_text("".join(line + "\n" for line in ambiguous))
-    np.save(root / f"{dataset_name}{FEATURES_SUFFIX}", _object_array(features), allow_pickle=True)
+    np.save(root / f"{dataset_name}{JOINT_FEATURES_SUFFIX}", _object_array(features), allow_pickle=True)
 
 
 def _write_atomically(out_dir: Path, dataset_name: str, write) -> None:
@@ -302,7 +300,7 @@ def _write_atomically(out_dir: Path, dataset_name: str, write) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".make_demo-", dir=out_dir))
     try:
         write(staging)
-        features = f"{dataset_name}{FEATURES_SUFFIX}"
+        features = f"{dataset_name}{JOINT_FEATURES_SUFFIX}"
         annotations = f"{dataset_name}{ANNOTATIONS_SUFFIX}"
         (out_dir / features).unlink(missing_ok=True)
         if (out_dir / annotations).exists():
@@ -315,7 +313,7 @@ def _write_atomically(out_dir: Path, dataset_name: str, write) -> None:
 
 def _is_complete(out_dir: Path, dataset_name: str) -> bool:
     folder = out_dir / f"{dataset_name}{ANNOTATIONS_SUFFIX}"
-    return (out_dir / f"{dataset_name}{FEATURES_SUFFIX}").is_file() and all(
+    return (out_dir / f"{dataset_name}{JOINT_FEATURES_SUFFIX}").is_file() and all(
         (folder / f"{name}.npy").is_file() for name in ANNOTATION_FILES)
 
 

@@ -30,10 +30,11 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from utils.errors import DataError
+from utils.atomic import save_npy, write_text
+from utils.errors import DataError, OutputError
+from utils.layout import check_video_name, load_npy, text_array
 from utils.evaluation import FEATURE_FPS
 
-ANNOTATION_FILES = ("classlist", "videoname", "subset", "duration", "labels_all", "labels", "segments")
 
 
 @dataclass
@@ -87,7 +88,7 @@ def read_classlist(path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: class list not found")
     if path.suffix == ".npy":
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in np.load(path, allow_pickle=True)]
+        return text_array(path, "class list")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -105,6 +106,7 @@ def read_activitynet_json(path, classlist: Optional[Sequence[str]] = None) -> An
                         "video names to {\"subset\", \"duration\", \"annotations\"}")
     videos, subsets, durations, segments, labels, labels_all, fps = [], [], [], [], [], [], []
     for video, entry in data["database"].items():
+        check_video_name(video, f"{path}: \"database\" entry {video!r}")
         if not isinstance(entry, dict):
             raise DataError(f"{path}: video {video}: expected an object, got {type(entry).__name__}")
         for key in ("subset", "duration"):
@@ -158,6 +160,7 @@ def read_csv(path, classlist: Optional[Sequence[str]] = None,
         video = row["video"]
         if not video:
             raise DataError(f"{path}, line {line}: empty video name")
+        check_video_name(video, f"{path}, line {line}")
         entry = order.setdefault(video, {"subset": row["subset"], "segments": [], "labels": [], "duration": None})
         if row["subset"] != entry["subset"]:
             raise DataError(f"{path}, line {line}: video {video} is in subset {row['subset']!r} here "
@@ -206,14 +209,6 @@ def _objects(values) -> np.ndarray:
     return array
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    """np.save to a temporary file, then rename: no half-written file under the final name."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array, allow_pickle=True)
-    tmp.replace(path)
-
-
 def write_annotations(folder, annotations: Annotations, ambiguous: Optional[Path] = None,
                       extracted_fps: float = FEATURE_FPS) -> Path:
     """Write the annotation folder the loader reads (docs/METHOD.md#10-data-layout); returns the folder.
@@ -240,9 +235,11 @@ def write_annotations(folder, annotations: Annotations, ambiguous: Optional[Path
         arrays["original_fps"] = np.asarray(a.fps, dtype=np.float64)
     try:
         for name, array in arrays.items():
-            _save(folder / f"{name}.npy", array)
+            save_npy(folder / f"{name}.npy", array)
         text = Path(ambiguous).read_text() if ambiguous is not None else ""
-        (folder / "Ambiguous_test.txt").write_text(text)
+        write_text(folder / "Ambiguous_test.txt", text)
+    except OutputError:
+        raise
     except OSError as error:
         raise DataError(f"{folder}: cannot write the annotation files ({error})") from error
     return folder
@@ -254,7 +251,7 @@ def to_activitynet_json(folder) -> dict:
     folder = Path(folder)
 
     def load(name):
-        return np.load(folder / f"{name}.npy", allow_pickle=True)
+        return load_npy(folder / f"{name}.npy", "annotation file")
 
     def text(value):
         return value.decode() if isinstance(value, bytes) else str(value)

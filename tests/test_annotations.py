@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feature_extraction.annotations import (ANNOTATION_FILES, read_activitynet_json, read_csv, to_activitynet_json,
+from feature_extraction.annotations import (read_activitynet_json, read_csv, to_activitynet_json,
                                             write_annotations)
 from utils.errors import DataError
+from utils.layout import REQUIRED_ANNOTATIONS
 from wsad_dataset import SampleDataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -17,7 +18,7 @@ REAL = {"thumos14": SHARED / "thumos14" / "Thumos14reduced-Annotations",
 
 
 def assert_same_arrays(original: Path, imported: Path):
-    for name in ANNOTATION_FILES:
+    for name in REQUIRED_ANNOTATIONS:
         a = np.load(original / f"{name}.npy", allow_pickle=True)
         b = np.load(imported / f"{name}.npy", allow_pickle=True)
         if name == "duration":  # THUMOS stores (V, 1), ActivityNet 1.2 (V,); the import writes (V, 1)

@@ -28,7 +28,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from utils.atomic import save_npz, write_json
 from utils.errors import DataError
+from utils.layout import file_in
 
 META, PROPOSALS = "meta.json", "proposals.json"
 
@@ -76,18 +78,14 @@ def write_cas_folder(directory, outputs: Dict[str, Tuple[np.ndarray, np.ndarray]
                      proposals: Dict[str, list]) -> Path:
     """Write the folder: outputs video -> (cas (T, C+1), attn (T, 1)); meta and proposals as above.
 
-    Every file is written to a temporary name and renamed, so an interrupted save leaves
-    no half-written file.
+    Every file is written atomically (utils/atomic.py), so an interrupted save leaves no
+    half-written file; a video name that is not a file name (utils/layout.py) is refused.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     for name, (cas, attn) in outputs.items():
-        tmp = directory / f".{name}.npz.tmp"
-        with tmp.open("wb") as f:
-            np.savez(f, cas=cas, attn=attn)
-        tmp.replace(directory / f"{name}.npz")
-    _write_json(directory / META, meta)
-    _write_json(directory / PROPOSALS, proposals)
+        save_npz(file_in(directory, name, ".npz"), cas=cas, attn=attn)
+    write_json(directory / META, meta)
+    write_json(directory / PROPOSALS, proposals)
     return directory
 
 
@@ -99,16 +97,10 @@ def read_cas_folder(directory, videos: Optional[List[str]] = None) -> SavedCas:
     _check_meta(meta, directory / META)
     num_classes = len(meta["class_names"])
     names = list(meta["video_names"]) if videos is None else list(videos)
-    scores = {name: _read_scores(directory / f"{name}.npz", num_classes) for name in names}
+    scores = {name: _read_scores(file_in(directory, name, ".npz"), num_classes) for name in names}
     proposals = _read_proposals(directory / PROPOSALS, num_classes)
     return SavedCas(directory, meta, {n: s[0] for n, s in scores.items()}, {n: s[1] for n, s in scores.items()},
                     proposals)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
 
 
 def _read_json(path: Path, missing: str):

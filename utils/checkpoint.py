@@ -9,16 +9,15 @@ its keys and mapped onto the project's parameter names (:data:`RELEASED_NAMES`).
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
 
 import torch
 
+from utils.atomic import save_torch
 from utils.errors import CheckpointError
 
 #: Released module prefix -> project module prefix (same tensors, readable names), in the
@@ -106,25 +105,8 @@ def released_shape_of(state: Mapping[str, torch.Tensor]) -> Tuple[int, int]:
 # -- reading and writing -------------------------------------------------------------
 
 def save_atomic(obj, path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    """``torch.save`` of ``obj`` to ``path``, atomically (:func:`utils.atomic.save_torch`)."""
+    return save_torch(obj, path)
 
 
 def _check_zip_crc(path: Path) -> None:

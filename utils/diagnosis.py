@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.atomic import atomic_write
+
 from utils.evaluation import tiou as segment_tiou
 
 CATEGORIES = (
@@ -114,7 +116,7 @@ def write_per_class_csv(path, ap: np.ndarray, tiou_thresholds, class_names) -> P
     """Write the table of ``per_class_ap_table`` as CSV, in percent at full precision."""
     header, rows = _ap_rows(ap, tiou_thresholds, class_names)
     path = Path(path)
-    with path.open("w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows([name, *(repr(float(v)) for v in values)] for name, values in rows)

@@ -24,3 +24,8 @@ class VideoError(STCLError, ValueError):
 
 class WeightsError(STCLError, ValueError):
     """An I3D weights file is missing, unreadable, or its keys or shapes do not fit the network."""
+
+
+class OutputError(STCLError, OSError):
+    """An output file cannot be written (disk full, no permission, read-only folder); nothing
+    half-written is left under its name."""

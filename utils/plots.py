@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from utils.atomic import atomic_write
 from utils.errors import DataError, STCLError
 
 FIGSIZE = (12, 6)  # inches
@@ -106,7 +107,8 @@ def plot_learning_curves(run_dir, out_png=None) -> Path:
     _draw_loss_panel(loss_axes, data)
     fig.suptitle(f"Learning curves: {run_dir.resolve().name}")
     out_png = Path(out_png) if out_png is not None else run_dir / "learning_curves.png"
-    fig.savefig(out_png, dpi=DPI)
+    with atomic_write(out_png, binary=True) as handle:
+        fig.savefig(handle, format="png", dpi=DPI)
     return out_png
 
 

@@ -11,6 +11,9 @@ import csv
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from utils.atomic import atomic_write
+from utils.errors import OutputError
+
 
 class CsvLog:
     """An append-only CSV with a fixed header; on resume, rows past ``keep_rows`` are dropped.
@@ -24,13 +27,16 @@ class CsvLog:
         if keep_rows is not None and path.is_file():
             with path.open(newline="") as f:
                 rows = list(csv.reader(f))[1: 1 + keep_rows]
-        with path.open("w", newline="") as f:
+        with atomic_write(path, newline="") as f:
             csv.writer(f).writerows([columns, *rows])
         self.rows = len(rows)
 
     def append(self, row: Dict[str, float]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([row.get(c, "") for c in self.columns])
+        try:
+            with self.path.open("a", newline="") as f:
+                csv.writer(f).writerow([row.get(c, "") for c in self.columns])
+        except OSError as error:
+            raise OutputError(f"cannot append to {self.path}: {error.strerror or error}") from error
         self.rows += 1
 
 

@@ -23,8 +23,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from utils.atomic import atomic_write
 from utils.cas_folder import read_cas_folder
 from utils.errors import DataError, STCLError
+from utils.layout import file_in
 from utils.evaluation import SECONDS_PER_SNIPPET, video_class_scores
 
 SNIPPET_SECONDS = SECONDS_PER_SNIPPET  # the default scale; test.py passes the one of --feature_fps
@@ -131,7 +133,8 @@ def plot_video(data: VideoFigureData, out_png, title: str = "") -> Path:
     cas.set_xlabel("time (s)")
     fig.suptitle(title)
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=DPI)
+    with atomic_write(out_png, binary=True) as handle:
+        fig.savefig(handle, format="png", dpi=DPI)
     return out_png
 
 
@@ -156,7 +159,7 @@ def visualize_videos(cas_by_video, attn_by_video, gt_by_video, det_by_video, cla
         data = video_figure_data(cas_by_video[name], attn_by_video[name], segments, labels,
                                  det_by_video.get(name, _NO_DETECTIONS), class_names,
                                  score_cut=score_cut, scale=scale)
-        written.append(plot_video(data, out_dir / f"{name}.png", title=name))
+        written.append(plot_video(data, file_in(out_dir, name, ".png"), title=name))
     return written
 
 
