@@ -220,7 +220,11 @@ def plan_trials(base_argv: List[str], grid: Dict[str, List[object]], seeds: List
     if len(set(names)) != len(names):
         raise SweepError("two trials would share a run folder; use values that differ when printed with %g")
     for trial in trials:
-        parse_args(trial["argv"])  # main.py's own checks, before any trial starts
+        args = parse_args(trial["argv"])  # main.py's own checks, before any trial starts
+        if args.max_iter <= args.interval and args.select_on != "last":
+            raise SweepError(f"{trial['name']}: a sweep compares the selected (best) checkpoints, so each trial needs "
+                             f"a periodic evaluation: make --max-iter ({args.max_iter}) larger than --interval "
+                             f"({args.interval}), or pass --select-on last")
     return trials
 
 

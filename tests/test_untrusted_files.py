@@ -243,3 +243,10 @@ def test_json_is_strict(tmp_path):
     assert not (tmp_path / "c.json").exists()
     write_json(tmp_path / "d.json", {"score": np.float32(0.25), "rows": np.arange(2)})
     assert (tmp_path / "d.json").read_text() == '{\n "score": 0.25,\n "rows": [\n  0,\n  1\n ]\n}\n'
+
+
+def test_a_sweep_without_periodic_evaluation_is_refused_before_it_starts():
+    import sweep
+
+    with pytest.raises(sweep.SweepError, match=r"needs a periodic evaluation: make --max-iter \(5\) larger"):
+        sweep.plan_trials(["--max-iter", "5", "--interval", "10"], {"lr": [1e-3]}, [0])
