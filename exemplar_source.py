@@ -5,8 +5,9 @@ draws the exemplar videos by tensor indexing, so that the only host-to-device co
 training step is the sampled batch and the (small) exemplar index array; pools that do
 not fit the device (or a memory-mapped store on the CPU) stay on the host instead. The
 draw itself (which videos, which snippets) is ``wsad_dataset.SampleDataset.exemplar_draw``.
-Training draws once per step (``train.py``); evaluation builds its bank from draws
-(``inference.py``).
+It is the one source of exemplar videos: training draws once per step (``main.py``),
+evaluation builds its bank from draws (``inference.evaluation_bank``, for main.py, test.py
+and localize.py).
 """
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ class ExemplarSource:
     """
 
     PLACEMENTS = ("auto", "device", "host")
+
+    @classmethod
+    def from_options(cls, dataset, args, device: torch.device) -> "ExemplarSource":
+        """The source of the options: M = ``--num-exemplars``, placement ``--exemplar-pool``."""
+        return cls(dataset, args.num_exemplars, device, args.exemplar_pool)
 
     def __init__(self, dataset, num_exemplars: int, device: torch.device, placement: str = "auto"):
         if placement not in self.PLACEMENTS:

@@ -22,72 +22,38 @@ import numpy as np
 from tqdm import tqdm
 
 from feature_extraction.annotations import read_annotations, read_classlist, write_annotations
-from feature_extraction.decode import FPS, SAMPLE_MODES, probe
-from feature_extraction.flow import FLOW_METHODS, QUANTIZE_MODES
+from feature_extraction.decode import FPS, probe
+from feature_extraction.videos import VIDEO_SUFFIXES, find_videos
+from options import add_device_options, add_extraction_options, flow_method
 from utils.atomic import save_npy, write_json
 from utils.errors import DataError, STCLError
 from utils.layout import check_video_name, features_path, file_in, text_array
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
-#: The options that change the features; a features folder made with other values is refused.
-SETTINGS = ("flow", "sample_mode", "flow_quantize", "size", "short_side", "rgb_weights", "flow_weights")
+#: The options that change the features, by their key in extraction.json -> option; a features
+#: folder made with other values is refused.
+SETTINGS = {"flow": "flow", "sample_mode": "sample_mode", "flow_quantize": "flow_quantize", "size": "extract_size",
+            "short_side": "short_side", "rgb_weights": "rgb_weights", "flow_weights": "flow_weights"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python extract_features.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="*", help="video files and folders of videos (searched recursively)")
     p.add_argument("--out", help="dataset folder: becomes --path-dataset of main.py / test.py")
     p.add_argument("--name", help="dataset name: file prefix, becomes --dataset-name of main.py / test.py")
-    p.add_argument("--rgb-weights", default="models/rgb_imagenet.pt", help="RGB I3D weights (the PyTorch port's file)")
-    p.add_argument("--flow-weights", default="models/flow_imagenet.pt",
-                   help="flow I3D weights (the PyTorch port's file)")
     p.add_argument("--annotations", help="ActivityNet-style .json or a .csv (video,subset,start,end,label[,duration]) "
                                          "imported into <out>/<name>-Annotations/ before extracting")
     p.add_argument("--classlist", help="class names, one per line (or a classlist.npy): fixes the class order; "
                                        "a label outside it is an error (default: the labels, sorted)")
     p.add_argument("--ambiguous", help="THUMOS-style Ambiguous_test.txt to copy into the annotation folder")
-    p.add_argument("--flow", default="auto", choices=["auto", *FLOW_METHODS],
-                   help="TV-L1 implementation: batched PyTorch (any device) or OpenCV (CPU, one pair at a time); "
-                        "auto: torch on a GPU, opencv on a CPU (where it is about 20x faster, see the README)")
-    p.add_argument("--sample-mode", default="resize", choices=SAMPLE_MODES,
-                   help="resize: whole frame to SIZE x SIZE; center_crop: shorter side 256, centre crop; "
-                        "oversample: ten crops (corners, centre, flipped), features averaged")
-    p.add_argument("--flow-quantize", default="none", choices=QUANTIZE_MODES,
-                   help="pass flow through the classic pipeline's 8-bit (uint8) or JPEG flow images (bound 20)")
-    p.add_argument("--size", type=int, default=224, help="network input size (224 as released; smaller only for demos)")
-    p.add_argument("--short-side", type=int, default=256, help="shorter side before cropping (center_crop, oversample)")
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="16-frame chunks per I3D pass (and 16x this many flow pairs)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where TV-L1 (torch) and I3D run")
-    p.add_argument("--amp", action="store_true",
-                   help="I3D under bfloat16 autocast (utils.device.autocast); TV-L1 stays float32")
     p.add_argument("--make-sample", metavar="DIR",
                    help="write a small generated sample (videos, annotations.csv, stand-in random weights) to DIR "
                         "and exit; see the README for the commands that use it")
+    add_extraction_options(p)
+    add_device_options(p, "I3D under bfloat16 autocast (utils.device.autocast); TV-L1 stays float32")
     return p
 
 
-def find_videos(inputs: list[str]) -> list[Path]:
-    """Files given, and the video files under the folders given (sorted); names must be unique."""
-    videos = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            videos += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-        elif path.exists():
-            videos.append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    seen: dict[str, Path] = {}
-    for video in videos:
-        if video.stem in seen and seen[video.stem] != video:
-            raise DataError(f"two videos named {video.stem}: {seen[video.stem]} and {video} (the file name without "
-                            "extension is the video name)")
-        check_video_name(video.stem, f"{video}")
-        seen[video.stem] = video
-    return list(seen.values())
 
 
 def _prepare_output(out: Path, settings: dict) -> Path:
@@ -167,12 +133,12 @@ def extract(args) -> int:
     out = Path(args.out)
     videos = find_videos(args.inputs)
     if not videos:
-        raise DataError(f"no video files found in {', '.join(args.inputs)} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+        raise DataError(f"no video files found in {', '.join(args.inputs)} (extensions: {' '.join(VIDEO_SUFFIXES)})")
     # weights by file name: moving the files is fine, other files are other features
     device = choose_device(args.device)
-    if args.flow == "auto":
-        args.flow = "torch" if device.type == "cuda" else "opencv"
-    settings = {k: Path(getattr(args, k)).name if k.endswith("weights") else getattr(args, k) for k in SETTINGS}
+    args.flow = flow_method(args.flow, device.type)
+    settings = {key: Path(getattr(args, dest)).name if key.endswith("weights") else getattr(args, dest)
+                for key, dest in SETTINGS.items()}
     features = _prepare_output(out, settings)
     if args.annotations:
         _import_annotations(args, videos, out)
@@ -181,8 +147,9 @@ def extract(args) -> int:
     failures = []
     if todo:
         extractor = FeatureExtractor(args.rgb_weights, args.flow_weights, flow=args.flow, sample_mode=args.sample_mode,
-                                     batch_size=args.batch_size, device=device, amp=args.amp,
-                                     flow_quantize=args.flow_quantize, size=args.size, short_side=args.short_side)
+                                     batch_size=args.extract_batch_size, device=device, amp=args.amp,
+                                     flow_quantize=args.flow_quantize, size=args.extract_size,
+                                     short_side=args.short_side)
         write_json(features / "extraction.json", settings)
         for video in tqdm(todo, desc="videos", unit="video"):
             try:

@@ -11,7 +11,8 @@ S = total snippets of the V videos. The features file is opened with
 ``np.load(mmap_mode="r")``, so only the rows a batch or an exemplar draw touches are read;
 a dataset larger than memory trains from it. Convert the released file with::
 
-    python feature_store.py --path-dataset dataset/THUMOS14 [--dataset-name Thumos14reduced] [--feature-dtype float16]
+    python convert_features.py --path-dataset dataset/THUMOS14 [--dataset-name Thumos14reduced] \\
+        [--feature-dtype float16]
 
 :class:`StoreWriter` is the one way a store is written (the converter uses it, and so can a
 feature extractor): it checks every video (shape, finite values, float16 range), streams
@@ -20,18 +21,16 @@ only when it is complete, so a crash or Ctrl-C never leaves a store that looks w
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
 from utils.atomic import atomic_write, save_npy, write_json
-from utils.errors import DataError, OutputError, STCLError
-from utils.layout import STORE_FEATURES_SUFFIX, annotations_path, features_path, load_npy, store_paths, text_array
+from utils.errors import DataError, OutputError
+from utils.layout import annotations_path, features_path, load_npy, store_paths, text_array
 
 STORE_FORMAT = "stcl-net feature store"
 STORE_VERSION = 1
@@ -111,7 +110,7 @@ class FeatureStore:
         for path in (features_file, offsets_file):
             if not path.is_file():
                 raise DataError(f"{path} not found, but {header_file} says a feature store is there; "
-                                "convert again with `python feature_store.py`")
+                                "convert again with `python convert_features.py`")
         names = header["videos"]
         if list(names) != list(video_names):
             missing = sorted(set(video_names) - set(names))[:3]
@@ -272,24 +271,3 @@ def convert(path_dataset, dataset_name: str = "Thumos14reduced", dtype: str = "f
     if feature_size is None:
         feature_size = int(np.shape(raw[0])[-1])
     return write_store(path_dataset, dataset_name, names, raw, feature_size, dtype, progress)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Convert <name>-I3D-JOINTFeatures.npy into a memory-mapped store",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--path-dataset", default="dataset/THUMOS14", help="folder of the features and annotations")
-    parser.add_argument("--dataset-name", default="Thumos14reduced", help="file prefix")
-    parser.add_argument("--feature-dtype", default="float32", choices=DTYPES,
-                        help="dtype of the store; float16 halves its size (values rounded to 11 significant bits)")
-    args = parser.parse_args(argv)
-    try:
-        header = convert(args.path_dataset, args.dataset_name, args.feature_dtype)
-    except STCLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote the feature store {header.with_name(args.dataset_name + STORE_FEATURES_SUFFIX)} (+ offsets, header)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

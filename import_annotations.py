@@ -18,7 +18,7 @@ from utils.errors import STCLError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python import_annotations.py", description=__doc__.split("\n\n")[0])
     p.add_argument("annotations", help="an ActivityNet-style .json or a .csv (video,subset,start,end,label[,duration])")
     p.add_argument("--out", required=True, help="dataset folder (--path-dataset of main.py / test.py)")
     p.add_argument("--name", required=True, help="dataset name (--dataset-name of main.py / test.py)")
@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     try:
         durations = None
         if args.videos:
-            from extract_features import find_videos
             from feature_extraction.decode import probe
+            from feature_extraction.videos import find_videos
 
             durations = {video.stem: probe(video).duration_s for video in find_videos(args.videos)}
         classlist = read_classlist(args.classlist) if args.classlist else None

@@ -10,32 +10,33 @@ Three layers, each usable alone, shared by ``test.py`` (the annotated test split
   be evaluated without the training set;
 - the network on one video (:func:`video_outputs`) or on every test video of a dataset
   (:func:`run_network`): CAS (T, C+1) and actionness (T, 1);
-- scores to detections (:func:`detections_of`, docs/METHOD.md#7-proposals), and the two together:
-  :func:`localize`, features in, detections in seconds out.
+- the network and the evaluation protocol (``protocol.py``, numpy only) together:
+  :func:`test` (every test video, then ``protocol.evaluate``: mAP) and :func:`localize`
+  (one video: features in, detections in seconds out, ``protocol.detections_of``).
 
 Units: T snippets of 16 frames; ``seconds_per_snippet`` = 16 / feature fps (0.64 s for
 the 25 fps I3D features of THUMOS-14).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from proposal_methods import PROPOSAL_METHODS, video_scores
+from dataset_record import dataset_record
+from proposal_methods import GAMMA
+from protocol import Detection, EvaluationResult, Outputs, Reference, as_detections, detections_of, evaluate
 from utils.device import autocast
 from utils.errors import CheckpointError, DataError
-from utils.evaluation import SECONDS_PER_SNIPPET, SegmentTable
+from utils.evaluation import SECONDS_PER_SNIPPET
 
 #: Where a project checkpoint keeps its evaluation bank.
 BANK_KEY = "exemplar_bank"
-
-#: Per video: cas (T, C+1) and actionness (T, 1), float32.
-Outputs = Dict[str, Tuple[np.ndarray, np.ndarray]]
 
 #: Draws SCL exemplar videos: a numpy generator -> (C, M, N, D) tensor on the model's device.
 ExemplarDraw = Callable[[np.random.Generator], torch.Tensor]
@@ -135,24 +136,6 @@ class EvaluationBank:
                 f"{model.num_class} classes: the bank belongs to another model")
 
 
-class DatasetExemplars:
-    """SCL exemplar videos drawn from a dataset's training videos (docs/METHOD.md#3-scl, step 1).
-
-    Args:
-        dataset: a :class:`wsad_dataset.SampleDataset` (its class pools and train snippets).
-        num_exemplars: M videos per class.
-        device: where the drawn (C, M, N, D) tensor goes.
-    Draws the same videos and snippets as the training sampler for the same generator.
-    """
-
-    def __init__(self, dataset, num_exemplars: int, device: torch.device):
-        self.dataset, self.num_exemplars, self.device = dataset, num_exemplars, device
-
-    def draw(self, rng: np.random.Generator) -> torch.Tensor:
-        """(C, M, N, D) float32 on ``device``."""
-        return torch.as_tensor(self.dataset.exemplar_videos(self.num_exemplars, rng), device=self.device)
-
-
 @contextlib.contextmanager
 def evaluating(model: torch.nn.Module):
     """The model in eval mode (no dropout) and without autograd; its mode is restored after."""
@@ -228,7 +211,7 @@ def run_network(model, dataset, source, device: torch.device, *, exemplar_mode: 
 
     exemplar_mode ``cached``: one bank for every video, ``bank`` when given, else
     :func:`evaluation_bank` of ``source`` (anything with ``draw(rng) -> (C, M, N, D)``, e.g.
-    :class:`DatasetExemplars`) with ``exemplar_seed`` and ``exemplar_draws`` (deterministic).
+    ``exemplar_source.ExemplarSource``) with ``exemplar_seed`` and ``exemplar_draws`` (deterministic).
     ``resample``: a new one-draw bank for every video, as the released code does (the draws
     come from the same seeded generator, so the first video sees the cached bank of one draw).
     """
@@ -248,51 +231,36 @@ def run_network(model, dataset, source, device: torch.device, *, exemplar_mode: 
     return outputs
 
 
-# ======================================================================================
-# Scores to detections
-# ======================================================================================
+def post_processing(args) -> dict:
+    """The keyword arguments of ``protocol.evaluate`` the options give (``--proposal_method``,
+    ``--gamma-oic``, ``--classification-topk``)."""
+    return {"proposal_method": args.proposal_method, "gamma": args.gamma_oic,
+            "classification_topk": args.classification_topk}
 
-@dataclass(frozen=True)
-class Detection:
-    """One detected action instance: class, [start, end) in seconds, score.
 
-    score: the outer-inner contrast of the instance plus gamma times the video score of its
-    class, after soft-NMS (docs/METHOD.md#7-proposals); higher is more confident, not a probability.
+def test(model, dataset, source, args: argparse.Namespace, device: torch.device,
+         reference: Optional[Reference] = None, progress: bool = True,
+         bank: Optional[EvaluationBank] = None) -> EvaluationResult:
+    """Evaluate ``model`` on the test videos of ``dataset`` (called by main.py).
+
+    source: draws exemplar videos (``draw(rng)``); bank: the cached evaluation bank, when
+    the caller has drawn it already (main.py stores it in its checkpoints).
     """
-
-    label: int  # class index 0..C-1
-    class_name: str
-    start: float  # seconds
-    end: float  # seconds
-    score: float
-
-    def to_json(self) -> dict:
-        """One entry of the ActivityNet result format."""
-        return {"label": self.class_name, "score": self.score, "segment": [self.start, self.end]}
+    outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
+                          exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed,
+                          amp=args.amp, progress=progress, bank=bank)
+    reference = reference or Reference.from_dataset(dataset, dataset_record(args.dataset_name, args.use_model),
+                                                    args.feature_fps)
+    return evaluate(outputs, reference, **post_processing(args))
 
 
-def detections_of(cas, attn, *, video: int = 0, proposal_method: str = "multiple_threshold_hamnet",
-                  gamma: float = 0.2, ambiguous: Optional[dict] = None) -> SegmentTable:
-    """Section 7 on one video's scores: cas (T, C+1), attn (T, 1) -> detections in snippets.
-
-    ``video`` is written into the table's video column; ``ambiguous`` (video -> (K, 2)
-    snippet intervals, THUMOS' Ambiguous_test.txt) drops the detections that touch them.
-    Rows come by class, then soft-NMS order.
-    """
-    return PROPOSAL_METHODS[proposal_method](cas, attn, video, gamma=gamma, ambiguous=ambiguous)
-
-
-def as_detections(table: SegmentTable, class_names: Iterable[str], seconds_per_snippet: float) -> List[Detection]:
-    """Rows of a one-video table as :class:`Detection` records (seconds = snippets * seconds_per_snippet),
-    in table order."""
-    names = list(class_names)
-    return [Detection(int(c), names[c], float(s * seconds_per_snippet), float(e * seconds_per_snippet), float(p))
-            for c, s, e, p in zip(table.label, table.start, table.end, table.score)]
-
+# ======================================================================================
+# One video: features in, detections in seconds out
+# ======================================================================================
 
 def localize(model, bank: BankLike, features, *, class_names: Optional[Iterable[str]] = None,
              seconds_per_snippet: float = SECONDS_PER_SNIPPET, proposal_method: str = "multiple_threshold_hamnet",
-             gamma: float = 0.2, device: Optional[torch.device] = None, amp: bool = False) -> List[Detection]:
+             gamma: float = GAMMA, device: Optional[torch.device] = None, amp: bool = False) -> List[Detection]:
     """Action instances in one untrimmed video, most confident first.
 
     Args:
@@ -310,16 +278,3 @@ def localize(model, bank: BankLike, features, *, class_names: Optional[Iterable[
     table = detections_of(cas, attn, proposal_method=proposal_method, gamma=gamma)
     names = list(class_names) if class_names is not None else [f"class {c}" for c in range(model.num_class)]
     return sorted(as_detections(table, names, seconds_per_snippet), key=lambda d: -d.score)
-
-
-def class_scores(cas, attn) -> np.ndarray:
-    """Video-level class scores v (C,) of docs/METHOD.md#7-proposals, step 1: what the model
-    thinks the video contains. cas (T, C+1), attn (T, 1)."""
-    return video_scores(cas, attn)
-
-
-def activitynet_results(detections_by_video: Dict[str, List[Detection]]) -> dict:
-    """Detections of several videos in the ActivityNet detection result format (seconds)."""
-    return {"version": "STCL-Net",
-            "results": {name: [d.to_json() for d in dets] for name, dets in detections_by_video.items()},
-            "external_data": {}}

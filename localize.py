@@ -12,7 +12,7 @@ features are extracted with ``feature_extraction.pipeline``, which needs
 same flags: ``--gamma-oic``, ``--proposal_method``, ``--feature_fps``), and gets a table on
 stdout; ``--output DIR`` receives ``detections.json`` (ActivityNet result format, seconds)
 and ``classification.json`` (video-level class scores, ActivityNet classification format)
-for all videos, ``figures/<video>.png`` with ``--visualize``.
+for all videos, ``figures/<video>.png`` with ``--figures``.
 
 A bad input (unreadable, wrong width, NaN/Inf or empty features, an undecodable or too
 short video) is reported in one line naming the file; the other inputs are still
@@ -29,62 +29,19 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from inference import (Detection, DatasetExemplars, EvaluationBank, activitynet_results, as_detections,
-                       class_scores, detections_of, evaluation_bank, video_outputs)
-from options import build_parser, resolve_variant
-from test import LoadedCheckpoint, Reference, load_checkpoint, save_with_bank, stored_bank_or_none, write_json
+from checkpoints import LoadedCheckpoint, load_checkpoint, save_with_bank, stored_bank_or_none
+from exemplar_source import ExemplarSource
+from feature_extraction.videos import VIDEO_SUFFIXES, is_video
+from inference import EvaluationBank, evaluation_bank, video_outputs
+from options import build_localize_parser, flow_method, parse_checkpoint_command, restorable_options
+from proposal_methods import CLASS_THRESHOLD
+from protocol import Detection, Reference, activitynet_results, as_detections, class_scores, detections_of
+from utils.atomic import write_json
 from utils.cas_folder import write_cas_folder
 from utils.device import choose_device
 from utils.errors import DataError, STCLError
 from utils.evaluation import SegmentTable, seconds_per_snippet
-from wsad_dataset import check_snippet_features, features_path
-
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv",
-                            ".3gp", ".ts"})
-#: Flags of this command alone; every other flag is the one of test.py.
-OWN_OPTIONS = ("inputs", "output", "top", "min_score", "visualize", "rgb_weights", "flow_weights", "flow",
-               "sample_mode", "extract_size", "extract_batch_size")
-
-
-def build_localize_parser() -> argparse.ArgumentParser:
-    """test.py's options (checkpoint, device, post-processing, exemplar bank) and this command's own."""
-    p = argparse.ArgumentParser(prog="python localize.py", parents=[build_parser()], conflict_handler="resolve",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                description="Find actions in new videos with a trained STCL-Net checkpoint.")
-    own = p.add_argument_group("localize.py")
-    own.add_argument("inputs", nargs="+", metavar="INPUT",
-                     help="a (T, D) .npy features file, a video file, or a folder of them")
-    own.add_argument("--output", default=None,
-                     help="folder for detections.json, classification.json and figures/; "
-                          "unset: <first input>_localized/ next to the first input")
-    own.add_argument("--top", type=int, default=10, help="print at most this many detections per video")
-    own.add_argument("--min-score", type=float, default=None,
-                     help="print (and draw) only detections scoring at least this; detections.json keeps them all")
-    own.add_argument("--visualize", action="store_true",
-                     help="draw <output>/figures/<video>.png: the printed detections (--top, --min-score) per "
-                          "class on a time axis, the actionness and the CAS of the top classes")
-    video = p.add_argument_group("video input (feature extraction)")
-    video.add_argument("--rgb-weights", default=None, help="I3D RGB weights of the feature extractor")
-    video.add_argument("--flow-weights", default=None, help="I3D flow weights of the feature extractor")
-    # the choices of feature_extraction (FLOW_METHODS, SAMPLE_MODES), written out so that the
-    # package is imported only when a video is given
-    video.add_argument("--flow", default="auto", choices=("auto", "opencv", "torch"),
-                       help="TV-L1 optical flow: batched PyTorch (any device) or OpenCV (CPU); "
-                            "auto: torch on a GPU, opencv on a CPU (as extract_features.py)")
-    video.add_argument("--sample-mode", default="resize", choices=("resize", "center_crop", "oversample"),
-                       help="frames to I3D input: whole frame resized, centre crop, or ten crops averaged")
-    video.add_argument("--extract-size", type=int, default=224,
-                       help="I3D input size (224 as the features of THUMOS-14; smaller only for tests)")
-    video.add_argument("--extract-batch-size", type=int, default=8, help="16-frame chunks per I3D pass")
-    return p
-
-
-def explicit_localize_args(argv) -> dict:
-    """Only the options written on the command line (no defaults)."""
-    parser = build_localize_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
+from wsad_dataset import build_dataset, check_snippet_features, features_path
 
 
 # ======================================================================================
@@ -110,7 +67,7 @@ def expand_inputs(paths: List[str]) -> Tuple[List[VideoInput], List[str]]:
         path = Path(raw)
         if path.is_dir():
             inside = sorted(f for f in path.iterdir()
-                            if f.is_file() and (f.suffix.lower() == ".npy" or f.suffix.lower() in VIDEO_SUFFIXES))
+                            if f.is_file() and (f.suffix.lower() == ".npy" or is_video(f)))
             if not inside:
                 errors.append(f"{path}: the folder holds no .npy features file and no video "
                               f"({', '.join(sorted(VIDEO_SUFFIXES))})")
@@ -162,18 +119,21 @@ class VideoFeatures:
         return check_features(self.extractor.extract(path), path, feature_size)
 
     def _build(self, path: Path):
-        if not (self.own.rgb_weights and self.own.flow_weights):
-            raise DataError(f"{path}: a video's features are extracted with I3D: pass --rgb-weights RGB_WEIGHTS "
-                            "and --flow-weights FLOW_WEIGHTS (or give its (T, D) features as a .npy file)")
+        missing = [w for w in (self.own.rgb_weights, self.own.flow_weights) if not Path(w).is_file()]
+        if missing:
+            raise DataError(f"{path}: a video's features are extracted with I3D, and there are no weights at "
+                            f"{', '.join(missing)}: pass --rgb-weights RGB_WEIGHTS and --flow-weights FLOW_WEIGHTS "
+                            "(or give its (T, D) features as a .npy file)")
         try:
             from feature_extraction.pipeline import FeatureExtractor
         except ImportError as exc:
             raise STCLError(f"{path}: video input needs the feature_extraction package of this repository, "
                             f"which cannot be imported ({exc}); give the video's features as a .npy file") from None
-        flow = self.own.flow if self.own.flow != "auto" else ("torch" if self.device.type == "cuda" else "opencv")
-        return FeatureExtractor(self.own.rgb_weights, self.own.flow_weights, flow=flow,
-                                sample_mode=self.own.sample_mode, batch_size=self.own.extract_batch_size,
-                                device=self.device, amp=self.amp, size=self.own.extract_size)
+        return FeatureExtractor(self.own.rgb_weights, self.own.flow_weights,
+                                flow=flow_method(self.own.flow, self.device.type), sample_mode=self.own.sample_mode,
+                                batch_size=self.own.extract_batch_size, device=self.device, amp=self.amp,
+                                flow_quantize=self.own.flow_quantize, size=self.own.extract_size,
+                                short_side=self.own.short_side)
 
 
 # ======================================================================================
@@ -197,8 +157,8 @@ def bank_for(loaded: LoadedCheckpoint, device: torch.device, save_bank: Optional
 
 
 def draw_bank(loaded: LoadedCheckpoint, device: torch.device) -> EvaluationBank:
-    from wsad_dataset import SampleDataset
-
+    """The evaluation bank drawn from the training videos of --path-dataset, as test.py draws it
+    (the held-out videos of a --select-on holdout checkpoint are no exemplars)."""
     args, name = loaded.args, loaded.args.dataset_name
     if not features_path(args.path_dataset, name).is_file():
         why = ("holds no exemplar bank" if loaded.bank is None else
@@ -209,9 +169,8 @@ def draw_bank(loaded: LoadedCheckpoint, device: torch.device) -> EvaluationBank:
             f"dataset it was trained on (nothing at {features_path(args.path_dataset, name)}; --dataset-name "
             f"names another), to build it once; add --save-bank NEW.pt to keep it: "
             f"--pretrained-ckpt NEW.pt then needs no dataset")
-    dataset = SampleDataset(args.path_dataset, name, num_class=args.num_class, feature_size=args.feature_size,
-                            max_seqlen=args.max_seqlen, num_similar=args.num_similar, batch_size=args.batch_size)
-    source = DatasetExemplars(dataset, args.num_exemplars, device)
+    dataset = build_dataset(args, training=False)
+    source = ExemplarSource.from_options(dataset, args, device)
     bank = evaluation_bank(loaded.model, source.draw, seed=args.exemplar_seed, draws=args.exemplar_draws,
                            class_names=dataset.class_names)
     print(f"exemplar bank: drawn from the training videos of {args.path_dataset} ({bank.recipe.describe()})")
@@ -239,7 +198,7 @@ def shown(detections: List[Detection], top: int, min_score: Optional[float]) -> 
 
 def format_video(name: str, num_snippets: int, seconds_per_snippet: float, detections: List[Detection],
                  scores: np.ndarray, class_names: List[str], top: int = 10, min_score: Optional[float] = None,
-                 class_threshold: float = 0.2) -> str:
+                 class_threshold: float = CLASS_THRESHOLD) -> str:
     """The printed report of one video: its video-level class scores and its top detections."""
     ranked = np.argsort(-scores, kind="stable")
     classes = "  ".join(f"{class_names[c]} {scores[c]:.3f}{'*' if scores[c] >= class_threshold else ''}"
@@ -272,7 +231,7 @@ def no_ground_truth_reference(names: List[str], class_names: List[str], seconds_
 
 def default_output(first_input: str) -> Path:
     path = Path(first_input)
-    return path.parent / f"{path.stem if path.suffix.lower() in VIDEO_SUFFIXES | {'.npy'} else path.name}_localized"
+    return path.parent / f"{path.stem if path.suffix.lower() in (*VIDEO_SUFFIXES, '.npy') else path.name}_localized"
 
 
 # ======================================================================================
@@ -289,19 +248,15 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    ns = resolve_variant(build_localize_parser().parse_args(argv))
-    own = argparse.Namespace(**{k: getattr(ns, k) for k in OWN_OPTIONS})
-    if ns.feature_size % 2:
-        raise STCLError(f"--feature-size must be even (two streams of D/2); got {ns.feature_size}")
-    if ns.pretrained_ckpt is None:
+    own, given = parse_checkpoint_command(build_localize_parser, argv)
+    if own.pretrained_ckpt is None:
         raise STCLError("give --pretrained-ckpt PATH: a checkpoint of main.py (best.pt, last.pt), one written by "
                         "--save-bank, or the released .pkl (then with --path-dataset)")
-    given = {k: v for k, v in explicit_localize_args(argv).items() if k not in OWN_OPTIONS}
-    loaded = load_checkpoint(ns, given)
+    loaded = load_checkpoint(own, given, restorable_options(build_localize_parser()))
     args, model = loaded.args, loaded.model
     device = choose_device(args.device)
     model.to(device)
-    bank = bank_for(loaded, device, ns.save_bank)
+    bank = bank_for(loaded, device, own.save_bank)
     class_names = class_names_of(bank, model.num_class)
     scale = seconds_per_snippet(args.feature_fps)
     out_dir = Path(own.output) if own.output else default_output(own.inputs[0])
@@ -332,13 +287,13 @@ def _main(argv) -> int:
 
     if outputs:
         written = [out_dir / "detections.json", out_dir / "classification.json"]
-        if ns.save_cas:
+        if own.save_cas:
             reference = no_ground_truth_reference(list(outputs), class_names, scale)
             proposals = {name: [[float(s), float(e), int(c), float(p)]
                                 for s, e, c, p in zip(t.start, t.end, t.label, t.score)] for name, t in tables.items()}
-            write_cas_folder(Path(ns.save_cas), outputs, reference.to_json(), proposals)
-            written.append(Path(ns.save_cas))
-        if own.visualize:
+            write_cas_folder(Path(own.save_cas), outputs, reference.to_json(), proposals)
+            written.append(Path(own.save_cas))
+        if own.figures:
             written += draw(outputs, detections, class_names, out_dir / "figures", scale, own.top, own.min_score)
         print("wrote " + ", ".join(map(str, written)))
     done = f"{len(outputs)} of {len(outputs) + len(failures)} inputs localized"

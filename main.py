@@ -25,7 +25,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,10 +33,10 @@ from tqdm import tqdm
 
 from dataset_record import dataset_record
 from exemplar_source import ExemplarSource
-from inference import BANK_KEY, EvaluationBank, evaluation_bank
+from inference import BANK_KEY, EvaluationBank, evaluation_bank, test
 from model import STCLCriterion, build_criterion, build_model
 from options import parse_args
-from test import EvaluationResult, Reference, test
+from protocol import EvaluationResult, Reference
 from train import NonFiniteLossError, build_optimizer, train_step
 from utils import checkpoint as ckpt
 from utils.atomic import atomic_write, write_json
@@ -44,9 +44,7 @@ from utils.device import choose_device
 from utils.errors import CheckpointError, STCLError
 from utils.evaluation import format_table, summarize
 from utils.run_log import RunLog
-
-if TYPE_CHECKING:
-    from wsad_dataset import SampleDataset
+from wsad_dataset import SampleDataset, build_dataset
 
 #: losses.csv: each weighted term (what the total adds up), the total, then each raw term.
 LOSS_COLUMNS = ["iteration", *STCLCriterion.TERMS, "total", *(f"raw_{t}" for t in STCLCriterion.TERMS)]
@@ -135,18 +133,6 @@ class StopRequest:
         tqdm.write("Ctrl-C: stopping after this step and saving last.pt (press again to abort at once)")
 
 
-def build_dataset(args: argparse.Namespace, report_dir: Optional[Path] = None):
-    """The dataset of the options; lists behind its warnings go to ``report_dir`` (the run folder)."""
-    from wsad_dataset import SampleDataset
-
-    return SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
-                         feature_size=args.feature_size, max_seqlen=args.max_seqlen,
-                         num_similar=args.num_similar, batch_size=args.batch_size,
-                         feature_format=args.feature_format,
-                         holdout=args.holdout if args.select_on == "holdout" else 0.0, holdout_seed=args.holdout_seed,
-                         report_dir=report_dir)
-
-
 @dataclass
 class TrainingRun:
     """What the stages of one training run share: the pieces built from the options, and
@@ -189,7 +175,7 @@ class TrainingRun:
         reference = Reference.from_dataset(dataset, record, args.feature_fps)
         model = build_model(args).to(device)
         criterion, optimizer = build_criterion(args), build_optimizer(model, args)
-        source = ExemplarSource(dataset, args.num_exemplars, device, args.exemplar_pool)
+        source = ExemplarSource.from_options(dataset, args, device)
         state, progress_state = None, {}
         if args.resume:
             state = read_training_state(args.resume)
@@ -397,7 +383,7 @@ def seed_sweep(args: argparse.Namespace, argv: Optional[List[str]] = None) -> Li
     sweep continues where it stopped, and finished seeds only report their numbers again.
     argv: the sweep's command line, for the resume message (see :func:`train`).
     """
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = list(args.seeds)  # options.seed_list
     if args.max_iter <= args.interval and args.select_on != "last":
         raise STCLError("--seeds compares the selected (best) checkpoints, so each run needs a periodic "
                         f"evaluation: make --max-iter ({args.max_iter}) larger than --interval ({args.interval})")

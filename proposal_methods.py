@@ -9,6 +9,10 @@ import numpy as np
 from utils.evaluation import FEATURE_FPS, SegmentTable, seconds_to_snippets, video_class_scores
 
 ACT_THRESHOLDS = np.linspace(0.1, 0.9, 10)
+#: Classes whose video score v[c] reaches this are localized (else the argmax of v).
+CLASS_THRESHOLD = 0.2
+#: gamma, the weight of the video score v[c] in a proposal's score (``--gamma-oic``).
+GAMMA = 0.2
 
 
 def video_scores(cas, attn) -> np.ndarray:
@@ -21,12 +25,6 @@ def video_scores(cas, attn) -> np.ndarray:
     return video_class_scores(s, k=max(1, len(s) // 10))
 
 
-def grouped_runs(mask) -> list[tuple[int, int]]:
-    """Runs of consecutive True in mask (T,) as inclusive (i0, i1) pairs, left to right."""
-    starts, ends = _run_bounds(np.asarray(mask, dtype=bool)[None, :])
-    return list(zip(starts.tolist(), ends.tolist()))
-
-
 def _run_bounds(masks):
     """Runs of consecutive True in each row of masks (R, T) -> (starts, ends) inclusive,
     ordered by row, then left to right."""
@@ -35,13 +33,6 @@ def _run_bounds(masks):
     starts = np.nonzero(step == 1)[1]
     ends = np.nonzero(step == -1)[1] - 1
     return starts, ends
-
-
-def outer_inner_contrast(scores, i0: int, i1: int) -> float:
-    """Outer-inner contrast of the run [i0, i1] (inclusive) of scores (T,), without the
-    gamma * v[c] bonus: mean of scores[i0..i1] minus mean of the outer snippets."""
-    return float(_outer_inner_contrast(np.asarray(scores, np.float64)[:, None],
-                                       np.array([i0]), np.array([i1]))[0, 0])
 
 
 def _outer_inner_contrast(s, starts, ends) -> np.ndarray:
@@ -121,7 +112,7 @@ def filter_ambiguous(detections: SegmentTable, ambiguous_snippets: dict) -> Segm
 
 
 def multiple_threshold_hamnet(cas, attn, video: int, *, act_thresholds=ACT_THRESHOLDS,
-                              class_threshold: float = 0.2, gamma: float = 0.2,
+                              class_threshold: float = CLASS_THRESHOLD, gamma: float = GAMMA,
                               sigma: float = 0.3, ambiguous=None) -> SegmentTable:
     """Detections of one video (snippet units), as the released multiple_threshold_hamnet.
 

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from options import build_parser, explicit_args, parse_args
+from options import build_parser, explicit_args, parse_args, seed_list
 from utils.atomic import atomic_write, write_json
 from utils.errors import STCLError
 
@@ -49,8 +49,7 @@ SWEEP_OWNED = {"seed": "give the seeds with --seeds", "seeds": "give the seeds w
                "holdout_seed": "configurations are compared on one held-out set, so --holdout-seed is one "
                                "for the whole sweep"}
 #: Options of a run that do not change its numbers: a finished run folder may differ in these.
-NOT_COMPARED = {"resume", "seeds", "device", "output", "save_cas", "from_cas", "visualize", "video",
-                "export_official", "output_dir"}
+NOT_COMPARED = {"resume", "seeds", "device", "output_dir"}
 
 
 class SweepError(STCLError):
@@ -62,10 +61,8 @@ class SweepError(STCLError):
 # ======================================================================================
 
 def _training_actions() -> Dict[str, argparse.Action]:
-    """main.py's options by dest, without the test.py-only ones."""
-    parser = build_parser()
-    test_only = {id(a) for g in parser._action_groups if g.title == "test.py" for a in g._group_actions}
-    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help" and id(a) not in test_only}
+    """main.py's options by dest (its parser, ``options.build_parser``)."""
+    return {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest != "help"}
 
 
 def grid_action(key: str, actions: Dict[str, argparse.Action]) -> argparse.Action:
@@ -438,13 +435,11 @@ def build_sweep_parser() -> argparse.ArgumentParser:
 
 
 def parse_seeds(text: str) -> List[int]:
+    """``--seeds``, read as main.py reads its own (``options.seed_list``)."""
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise SweepError(f"--seeds {text!r}: expected comma-separated integers, e.g. 3552,0,1") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise SweepError(f"--seeds {text!r}: give one or more distinct seeds")
-    return seeds
+        return seed_list(text)
+    except argparse.ArgumentTypeError as exc:
+        raise SweepError(f"--seeds {exc}") from None
 
 
 def import_ray():

@@ -1,4 +1,4 @@
-"""Reading and validating the features and annotations; samplers; the exemplar source.
+"""Reading and validating the features and annotations; the training sampler and the SCL exemplar draw.
 
 The layout is the one of the CO2-Net / STCL-Net release (docs/METHOD.md#10-data-layout)::
 
@@ -310,7 +310,8 @@ def _parse_ambiguous_line(line: str, path: Path, number: int) -> tuple[str, floa
 # ----------------------------------------------------------------------------- the dataset
 
 class SampleDataset:
-    """Features, annotations, training batches and the SCL exemplar source of one dataset.
+    """Features, annotations, training batches and the SCL exemplar draw of one dataset
+    (the exemplar videos themselves come from ``exemplar_source.ExemplarSource``).
 
     V videos, C classes, D feature channels, N = max_seqlen resampled snippets.
 
@@ -497,11 +498,6 @@ class SampleDataset:
                 samples[c, j] = random_perturb(int(self.store.lengths[video]), self.max_seqlen, rng)
         return videos, samples
 
-    def exemplar_indices(self, m: int, rng: np.random.Generator) -> np.ndarray:
-        """Rows of `store.snippets` for the SCL exemplar draw: (C, M, N) int64 (see exemplar_draw)."""
-        videos, samples = self.exemplar_draw(m, rng)
-        return self.store.offsets[videos][..., None] + samples
-
     def _draw_exemplar_videos(self, c: int, pool: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
         if len(pool) >= m:
             return rng.choice(pool, size=m, replace=False)
@@ -510,10 +506,6 @@ class SampleDataset:
             warnings.warn(f"class {self.class_names[c]!r} has {len(pool)} training videos, fewer than the {m} "
                           "exemplars per class; drawing them with replacement", stacklevel=3)
         return rng.choice(pool, size=m, replace=True)
-
-    def exemplar_videos(self, m: int, rng: np.random.Generator) -> np.ndarray:
-        """The exemplar source itself: (C, M, N, D) float32 = store.snippets[exemplar_indices(m, rng)]."""
-        return self.store.gather(self.exemplar_indices(m, rng))
 
     def test_videos(self) -> Iterator[tuple[np.ndarray, np.ndarray, str, int]]:
         """Yield (features (T, D) float32, labels (C,) float32, name, video index) over test_index."""
@@ -560,3 +552,24 @@ def _multi_hot(video_classes: list[list[int]], num_class: int) -> np.ndarray:
     for video, classes in enumerate(video_classes):
         labels[video, classes] = 1.0
     return labels
+
+
+def build_dataset(args, *, training: bool = True, require_training: bool = True, report_dir=None) -> SampleDataset:
+    """The dataset of the options: the one builder of main.py, test.py and localize.py.
+
+    args: the parsed options (``--path-dataset``, ``--dataset-name``, ``--num-class``,
+    ``--feature-size``, ``--max-seqlen``, ``--feature-format``; with ``training`` the batch
+    composition ``--batch-size``, ``--num-similar``). With ``--select-on holdout`` (restored
+    from the checkpoint by test.py and localize.py) the held-out training videos are kept
+    out of the training lists and the exemplar pools, at training and at evaluation alike;
+    ``require_training=False`` (a checkpoint with its exemplar bank: no exemplar is drawn)
+    reads the test videos only, so the training videos may be absent. ``report_dir``: where
+    the lists behind its warnings go (the run folder).
+    """
+    sampling = ({"num_similar": args.num_similar, "batch_size": args.batch_size} if training
+                else {"num_similar": 0})  # evaluation draws exemplars, never training pairs
+    holdout = args.holdout if args.select_on == "holdout" and require_training else 0.0
+    return SampleDataset(args.path_dataset, args.dataset_name, num_class=args.num_class,
+                         feature_size=args.feature_size, max_seqlen=args.max_seqlen,
+                         feature_format=args.feature_format, holdout=holdout, holdout_seed=args.holdout_seed,
+                         require_training=require_training, report_dir=report_dir, **sampling)

@@ -18,7 +18,7 @@ videos of 10 snippets or fewer dropped):
 - the network (``test.run_network``'s per-video forward with a cached bank) on ``--videos``
   videos at evenly spaced length quantiles, and the time per snippet extrapolated to every
   evaluated video (said so in the output: running all of them takes hours on a CPU);
-- proposals and mAP (``test.evaluate``, numpy) on every evaluated video, with outputs shaped
+- proposals and mAP (``protocol.evaluate``, numpy) on every evaluated video, with outputs shaped
   like a trained model's (one class clearly above the rest, smooth actionness), and the
   soft-NMS part alone: the project's (every pair's decay once) next to the row-by-row loop
   it replaced, on the same proposals, and whether they agree bit for bit.
@@ -44,7 +44,7 @@ import model as model_module  # noqa: E402
 from dataset_record import ACTIVITYNET12  # noqa: E402
 from options import parse_args  # noqa: E402
 from proposal_methods import ACT_THRESHOLDS, _run_bounds, soft_nms  # noqa: E402
-from test import Reference, evaluate  # noqa: E402
+from protocol import Reference, evaluate  # noqa: E402
 from model import build_criterion, build_model  # noqa: E402
 from train import build_optimizer, train_step  # noqa: E402
 from utils.device import choose_device  # noqa: E402

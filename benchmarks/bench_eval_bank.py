@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.bench_train_step import (  # noqa: E402
     benchmark_parser, load_line, machine_lines, project_options, write_training_set)
-from test import run_network  # noqa: E402
+from inference import run_network  # noqa: E402
 from exemplar_source import ExemplarSource  # noqa: E402
 from model import build_model  # noqa: E402
 from utils.device import choose_device  # noqa: E402

@@ -58,9 +58,9 @@ if str(REPO) not in sys.path:
 from benchmarks.bench_train_step import load_line, machine_lines, synchronize  # noqa: E402
 from dataset.make_demo import make_demo_dataset  # noqa: E402
 from feature_store import StoreWriter, convert  # noqa: E402
-from inference import mean_bank  # noqa: E402
+from inference import mean_bank, run_network  # noqa: E402
 from options import parse_args  # noqa: E402
-from test import Reference, evaluate, run_network  # noqa: E402
+from protocol import Reference, evaluate  # noqa: E402
 from exemplar_source import ExemplarSource  # noqa: E402
 from model import build_criterion, build_model  # noqa: E402
 from train import build_optimizer, train_step  # noqa: E402

@@ -56,3 +56,27 @@ def released_state(d: int = D, c: int = C, seed: int = 0) -> "collections.Ordere
     return state
 
 
+
+
+def load_for_test(argv):
+    """test.py's command line ``argv`` -> (options, model, info) of its checkpoint, as test.py loads it."""
+    from checkpoints import load_checkpoint
+    from options import build_test_parser, parse_checkpoint_command, restorable_options
+
+    args, given = parse_checkpoint_command(build_test_parser, argv)
+    loaded = load_checkpoint(args, given, restorable_options(build_test_parser()))
+    return loaded.args, loaded.model, loaded.info
+
+
+def exemplar_rows(dataset, m: int, rng):
+    """Rows of ``dataset.store.snippets`` of the SCL exemplar draw (``SampleDataset.exemplar_draw``):
+    (C, M, N) int64."""
+    videos, samples = dataset.exemplar_draw(m, rng)
+    return dataset.store.offsets[videos][..., None] + samples
+
+
+def exemplar_videos(dataset, m: int, rng):
+    """The exemplar videos of a draw, (C, M, N, D) float32 numpy, by the one source (``ExemplarSource``) on the CPU."""
+    from exemplar_source import ExemplarSource
+
+    return ExemplarSource(dataset, m, torch.device("cpu")).draw(rng).numpy()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dataset_record import ACTIVITYNET12
-from test import Reference, evaluate
+from protocol import Reference, evaluate
+from tests.helpers import exemplar_rows
 from utils.evaluation import detection_ap, summarize
 from wsad_dataset import LATE_SEGMENTS_FILE, SampleDataset
 
@@ -81,7 +82,7 @@ def test_exemplar_pools_keep_short_videos_and_leave_out_all_zero_ones(anet, anet
         assert set(dataset.class_train_index[c]) == labelled - zeroed
     pooled = set(np.concatenate(dataset.class_train_index))
     assert any(lengths[v] <= 10 for v in pooled)  # dropped from training, still an exemplar
-    rows = dataset.exemplar_indices(M, np.random.default_rng(0))
+    rows = exemplar_rows(dataset, M, np.random.default_rng(0))
     assert rows.shape == (100, M, N)
     features, labels, videos = dataset.load_batch(np.random.default_rng(0))
     assert features.shape == (10, N, D) and labels.shape == (10, 100) and set(videos) <= set(dataset.train_index)

@@ -17,7 +17,7 @@ import torch
 import test as test_py
 from dataset.make_demo import make_demo_dataset
 from model import STCLNet
-from tests.helpers import RELEASED_SHAPES, released_shapes, released_state
+from tests.helpers import RELEASED_SHAPES, load_for_test, released_shapes, released_state
 from utils.checkpoint import (load_weights, model_state_of, project_to_released, read_checkpoint, released_shape_of,
                               save_atomic)
 from utils.errors import CheckpointError
@@ -60,7 +60,7 @@ def assert_same_outputs(a: dict, b: dict):
 
 def error_of(argv) -> str:
     with pytest.raises(CheckpointError) as info:
-        test_py.load_for_test(argv)
+        load_for_test(argv)
     return str(info.value)
 
 
@@ -104,8 +104,8 @@ def test_export_written_and_reloaded_computes_the_same_outputs(tmp_path):
 def test_load_for_test_infers_feature_size_and_classes_from_the_weights(tmp_path):
     path = tmp_path / "released.pkl"
     torch.save(released_state(), path)
-    args, model, info = test_py.load_for_test(["--pretrained-ckpt", str(path)])
-    assert (args.feature_size, args.num_class, args.variant) == (D, C, "thumos")
+    args, model, info = load_for_test(["--pretrained-ckpt", str(path)])
+    assert (args.feature_size, args.num_class, args.use_model) == (D, C, "STCL_THU")
     assert (model.feature_size, model.num_class) == (D, C)
     assert info["iteration"] is None
     assert_same_outputs(outputs_of(model, D, C), outputs_of(load_released(released_state()), D, C))
@@ -129,7 +129,7 @@ def test_test_py_evaluates_the_released_file_and_exports_it_unchanged(tmp_path, 
     reread = read_checkpoint(exported)
     assert_same_released_dict(reread, state)
     assert {k: tuple(v.shape) for k, v in reread.items()} == released_shapes(D, C)
-    _, model, _ = test_py.load_for_test(["--pretrained-ckpt", str(exported)])
+    _, model, _ = load_for_test(["--pretrained-ckpt", str(exported)])
     assert_same_outputs(outputs_of(load_released(state), D, C), outputs_of(model, D, C))
 
 
@@ -143,7 +143,7 @@ def test_full_size_released_checkpoint_loads_exports_and_reproduces(tmp_path):
     assert_same_released_dict(reread, state)
     assert {k: tuple(v.shape) for k, v in reread.items()} == RELEASED_SHAPES
     del state, reread
-    args, after, _ = test_py.load_for_test(["--pretrained-ckpt", str(exported)])
+    args, after, _ = load_for_test(["--pretrained-ckpt", str(exported)])
     assert (args.feature_size, args.num_class) == (2048, 20)
     features, exemplars = torch.randn(1, 6, 2048), torch.randn(20, 1, 10, 2048)
     with torch.no_grad():
@@ -157,8 +157,8 @@ def test_full_size_released_checkpoint_loads_exports_and_reproduces(tmp_path):
 def test_activitynet_checkpoint_is_recognised_as_100_classes(tmp_path):
     path = tmp_path / "activitynet.pkl"
     torch.save(released_state(D, 100), path)
-    args, model, _ = test_py.load_for_test(["--pretrained-ckpt", str(path), "--use-model", "STCL_ACT"])
-    assert (args.feature_size, args.num_class, args.variant) == (D, 100, "activitynet")
+    args, model, _ = load_for_test(["--pretrained-ckpt", str(path), "--use-model", "STCL_ACT"])
+    assert (args.feature_size, args.num_class, args.use_model) == (D, 100, "STCL_ACT")
     assert model.cls_inter[4].weight.shape == (101, D, 1)
 
 
@@ -294,5 +294,5 @@ def test_gpu_saved_checkpoint_loads_on_cpu(tmp_path, zip_format):
     reread = read_checkpoint(path)
     assert all(v.device.type == "cpu" for v in reread.values())
     assert_same_released_dict(reread, state)
-    _, model, _ = test_py.load_for_test(["--pretrained-ckpt", str(path)])
+    _, model, _ = load_for_test(["--pretrained-ckpt", str(path)])
     assert_same_outputs(outputs_of(model, D, C), outputs_of(load_released(state), D, C))

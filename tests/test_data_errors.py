@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataset.make_demo import make_demo_dataset
+from tests.helpers import exemplar_rows
 from utils.errors import DataError
 from wsad_dataset import REQUIRED_ANNOTATIONS, SampleDataset
 
@@ -365,7 +366,7 @@ def _check_consistent(dataset: SampleDataset, layout: dict) -> None:
     rng = np.random.default_rng(0)
     features, labels, videos = dataset.load_batch(rng)
     assert features.shape == (6, 16, FEATURE_SIZE) and np.isfinite(features).all()
-    assert dataset.exemplar_indices(3, rng).max() < len(dataset.store.snippets)
+    assert exemplar_rows(dataset, 3, rng).max() < len(dataset.store.snippets)
 
 
 @settings(max_examples=50, deadline=None, derandomize=True)

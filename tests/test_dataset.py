@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wsad_dataset import SampleDataset, random_perturb, uniform_sample
+from tests.helpers import exemplar_rows, exemplar_videos
 
 FEATURE_SIZE = 8
 MAX_SEQLEN = 50
@@ -194,7 +195,7 @@ def test_load_batch_is_deterministic_for_a_seed(thumos):
 def test_exemplar_rows_come_from_distinct_videos_of_their_class(thumos):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every THUMOS pool holds at least 10 videos
-        rows = thumos.exemplar_indices(10, np.random.default_rng(8))
+        rows = exemplar_rows(thumos, 10, np.random.default_rng(8))
     assert rows.shape == (20, 10, MAX_SEQLEN) and rows.dtype == np.int64
     blocks = np.searchsorted(thumos.train_offsets, rows, side="right") - 1
     assert np.all(blocks == blocks[..., :1])  # all N rows of an exemplar come from one video
@@ -203,7 +204,7 @@ def test_exemplar_rows_come_from_distinct_videos_of_their_class(thumos):
         assert len(set(videos.tolist())) == 10
         assert np.isin(videos, thumos.class_train_index[c]).all()
     assert np.all(rows - thumos.train_offsets[blocks] < thumos.train_lengths[blocks])
-    np.testing.assert_array_equal(thumos.exemplar_videos(10, np.random.default_rng(8)), thumos.store.snippets[rows])
+    np.testing.assert_array_equal(exemplar_videos(thumos, 10, np.random.default_rng(8)), thumos.store.snippets[rows])
 
 
 def test_small_exemplar_pools_warn_once_per_class_and_draw_with_replacement(thumos):
@@ -211,8 +212,8 @@ def test_small_exemplar_pools_warn_once_per_class_and_draw_with_replacement(thum
     assert len(small) == 17  # 15 pools of 10 and 2 of 11
     rng = np.random.default_rng(9)
     with pytest.warns(UserWarning) as caught:
-        rows = thumos.exemplar_indices(12, rng)
-        thumos.exemplar_indices(12, rng)
+        rows = exemplar_rows(thumos, 12, rng)
+        exemplar_rows(thumos, 12, rng)
     messages = [str(w.message) for w in caught if "exemplars per class" in str(w.message)]
     assert len(messages) == 17 and all(any(repr(name) in m for m in messages) for name in small)
     assert rows.shape == (20, 12, MAX_SEQLEN)
@@ -258,7 +259,7 @@ def test_activitynet_split_drops_short_videos_but_keeps_them_as_exemplars(tmp_pa
     assert dataset.test_index.tolist() == [6]
     assert [pool.tolist() for pool in dataset.class_train_index] == [[0, 1], [3, 4]]
     assert dataset.train_videos.tolist() == [0, 1, 2, 3, 4]
-    rows = dataset.exemplar_indices(2, np.random.default_rng(0))
+    rows = exemplar_rows(dataset, 2, np.random.default_rng(0))
     blocks = np.searchsorted(dataset.train_offsets, rows[0, :, 0], side="right") - 1
     assert sorted(dataset.train_videos[blocks].tolist()) == [0, 1]
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import inference
 import main as main_module
 import test as test_module
 from dataset.make_demo import make_demo_dataset
@@ -83,7 +84,7 @@ def test_training_beats_an_untrained_model(trained, demo):
     torch.manual_seed(args.seed)
     untrained = build_model(args)
     dataset = main_module.build_dataset(args)
-    before = test_module.test(untrained, dataset, ExemplarSource(dataset, args.num_exemplars, torch.device("cpu")),
+    before = inference.test(untrained, dataset, ExemplarSource(dataset, args.num_exemplars, torch.device("cpu")),
                               args, torch.device("cpu"), progress=False).summary["mAP@0.5"]
     after = json.loads((run / "summary.json").read_text())["best"]["summary"]["mAP@0.5"]
     assert after > 30 and after > before + 20, f"mAP@0.5: untrained {before:.2f}, trained {after:.2f}"

@@ -10,9 +10,10 @@ import torch
 
 from dataset.make_demo import make_demo_dataset
 from model import STCLNet
-from inference import DatasetExemplars, evaluation_bank, mean_bank
-from test import Reference, evaluate, run_network
+from inference import evaluation_bank, mean_bank, run_network
+from protocol import Reference, evaluate
 from tests.oracles.released_loops import LoopSTCLNet, loop_exemplar_videos
+from tests.helpers import exemplar_rows, exemplar_videos
 from exemplar_source import ExemplarSource
 from utils.checkpoint import load_weights, model_state_of, read_checkpoint, save_atomic
 from wsad_dataset import SampleDataset
@@ -110,7 +111,7 @@ def test_resample_equals_cached_when_every_draw_is_the_same_set(tmp_path):
     dataset = SampleDataset(write_full_pool_dataset(tmp_path, [10, N, 40, 75], rng), num_class=1,
                             feature_size=D, max_seqlen=N)
     generator = np.random.default_rng(1)
-    draws = [dataset.exemplar_indices(M, generator) for _ in range(4)]
+    draws = [exemplar_rows(dataset, M, generator) for _ in range(4)]
     # the draws are the same M videos in different orders (so the bank's columns permute)
     assert len({d.tobytes() for d in draws}) > 1
     assert len({np.sort(d, axis=1).tobytes() for d in draws}) == 1
@@ -125,7 +126,7 @@ def test_background_set_depends_on_the_order_of_each_class_draw(demo):
     mean over classes of the m-th background exemplar of each class, so reordering one
     class's videos permutes its foreground set but changes the background set."""
     model = small_model()
-    videos = torch.as_tensor(demo.exemplar_videos(M, np.random.default_rng(0)))  # (C, M, N, D)
+    videos = torch.as_tensor(exemplar_videos(demo, M, np.random.default_rng(0)))  # (C, M, N, D)
     reordered = videos.clone()
     reordered[1] = videos[1].flip(0)
     with torch.no_grad():
@@ -159,12 +160,13 @@ def test_mean_of_draws_is_the_mean_of_single_draw_banks(demo):
     assert recorded.recipe.describe() == f"seed 7, 3 draws, M = {M}, N = {N}"
 
 
-def test_the_evaluation_source_draws_what_the_training_source_draws(demo):
-    """test.py draws exemplars from the dataset (no train.py): the same videos and snippets."""
-    training, evaluation = ExemplarSource(demo, M, CPU), DatasetExemplars(demo, M, CPU)
+def test_the_one_source_draws_the_same_exemplars_from_either_placement(demo):
+    """Training and evaluation draw through ExemplarSource alone: pools kept on the device or
+    gathered on the host give the same videos and snippets for the same generator."""
+    device, host = ExemplarSource(demo, M, CPU, "device"), ExemplarSource(demo, M, CPU, "host")
     for seed in (0, 1):
-        torch.testing.assert_close(evaluation.draw(np.random.default_rng(seed)),
-                                   training.draw(np.random.default_rng(seed)), rtol=0, atol=0)
+        torch.testing.assert_close(host.draw(np.random.default_rng(seed)),
+                                   device.draw(np.random.default_rng(seed)), rtol=0, atol=0)
 
 
 def test_loop_reference_computes_what_the_project_computes(demo):

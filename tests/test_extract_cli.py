@@ -21,7 +21,8 @@ def weights(tmp_path_factory):
 
 def run(weights, *args):
     return extract_features.main([*map(str, args), "--rgb-weights", str(weights[0]), "--flow-weights", str(weights[1]),
-                                  "--size", "16", "--flow", "opencv", "--device", "cpu", "--batch-size", "2"])
+                                  "--extract-size", "16", "--flow", "opencv", "--device", "cpu",
+                                  "--extract-batch-size", "2"])
 
 
 def videos(folder, names, frames=20):
@@ -115,7 +116,7 @@ def test_a_bad_video_is_named_and_the_others_are_kept(tmp_path, weights, capsys,
 def test_wrong_weights_are_listed(tmp_path, weights, capsys):
     src = videos(tmp_path / "videos", "a")
     code = extract_features.main([str(src), "--out", str(tmp_path / "ds"), "--name", "M", "--rgb-weights",
-                                  str(weights[1]), "--flow-weights", str(weights[1]), "--size", "32"])
+                                  str(weights[1]), "--flow-weights", str(weights[1]), "--extract-size", "32"])
     assert code == 2
     assert "flow.pt: not an I3D weights file for 3-channel input (wrong shapes: Conv3d_1a_7x7.conv3d.weight " \
            "(64, 2, 7, 7, 7) (expected (64, 3, 7, 7, 7)))" in capsys.readouterr().err

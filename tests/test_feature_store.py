@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-import feature_store
+import convert_features
 from dataset.make_demo import make_demo_dataset
 from feature_store import FeatureStore, StoreWriter, convert, store_paths
 from options import parse_args
-from test import run_network
+from inference import run_network
 from exemplar_source import ExemplarSource
 from model import build_criterion, build_model
+from tests.helpers import exemplar_videos
 from train import build_optimizer, train_step
 from utils.errors import DataError
-from wsad_dataset import SampleDataset
+from wsad_dataset import SampleDataset, build_dataset
 
 D, C, N, M = 16, 3, 24, 2
 NAME = "Thumos14reduced"
@@ -94,7 +95,7 @@ def test_training_and_evaluation_from_the_store_give_the_same_numbers(demo):
 
 def test_float16_store_holds_the_rounded_features(tmp_path):
     root = make_demo_dataset(tmp_path, num_train=6, num_test=2, num_class=C, feature_size=D, seed=2)
-    assert feature_store.main(["--path-dataset", str(root), "--feature-dtype", "float16"]) == 0
+    assert convert_features.main(["--path-dataset", str(root), "--feature-dtype", "float16"]) == 0
     half, full = _dataset(root), _dataset(root, feature_format="joint")
     assert half.store.snippets.dtype == np.float16 and half.store.nbytes * 2 == full.store.nbytes
     for v in range(len(full.features)):
@@ -154,7 +155,7 @@ def test_bad_stores_are_clear_errors_naming_the_file(tmp_path):
 
 
 def test_converter_command_line_reports_errors_with_exit_code_2(tmp_path, capsys):
-    assert feature_store.main(["--path-dataset", str(tmp_path)]) == 2
+    assert convert_features.main(["--path-dataset", str(tmp_path)]) == 2
     assert "error: " in capsys.readouterr().err
 
 
@@ -178,8 +179,8 @@ def test_real_thumos_annotations_give_the_same_dataset_from_both_formats(tmp_pat
     assert all(np.array_equal(a, b) for a, b in zip(mapped.class_train_index, released.class_train_index))
     for a, b in zip(mapped.load_batch(np.random.default_rng(1)), released.load_batch(np.random.default_rng(1))):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(mapped.exemplar_videos(10, np.random.default_rng(2)),
-                                  released.exemplar_videos(10, np.random.default_rng(2)))
+    np.testing.assert_array_equal(exemplar_videos(mapped, 10, np.random.default_rng(2)),
+                                  exemplar_videos(released, 10, np.random.default_rng(2)))
     for (a, *rest_a), (b, *rest_b) in zip(mapped.test_videos(), released.test_videos()):
         np.testing.assert_array_equal(a, b)
         assert rest_a[1:] == rest_b[1:]
@@ -198,4 +199,4 @@ def test_feature_format_and_exemplar_pool_flags_reach_the_training_run(demo, tmp
                                                               "--model-name", "joint"]), progress=False)
     run.log.close()
     assert not run.dataset.store.mapped and run.source.placement == "host"
-    assert main.build_dataset(parse_args(base + ["--feature-format", "store"])).store.mapped
+    assert build_dataset(parse_args(base + ["--feature-format", "store"])).store.mapped

@@ -16,7 +16,10 @@ import localize
 import main as main_module
 import test as test_module
 from dataset.make_demo import make_demo_dataset
-from inference import BANK_KEY, DatasetExemplars, EvaluationBank, evaluation_bank, localize as localize_api
+from checkpoints import load_checkpoint
+from exemplar_source import ExemplarSource
+from options import build_localize_parser, parse_checkpoint_command, restorable_options
+from inference import BANK_KEY, EvaluationBank, evaluation_bank, localize as localize_api
 from utils.checkpoint import project_to_released, read_checkpoint, save_atomic
 from wsad_dataset import SampleDataset
 
@@ -85,14 +88,8 @@ def metrics(path):
 
 
 def load_model(path):
-    loaded = test_module.load_checkpoint(*_parsed(["--pretrained-ckpt", str(path)]))
-    return loaded
-
-
-def _parsed(argv):
-    from options import explicit_args, parse_args
-
-    return parse_args(argv), explicit_args(argv)
+    args, given = parse_checkpoint_command(build_localize_parser, ["--pretrained-ckpt", str(path), "x.npy"])
+    return load_checkpoint(args, given, restorable_options(build_localize_parser()))
 
 
 # -- the bank travels with the checkpoint ----------------------------------------------------
@@ -106,7 +103,7 @@ def test_best_and_last_hold_the_evaluation_bank_of_their_weights(run):
         assert stored.recipe.describe() == f"seed 0, 1 draw, M = {M}, N = {N}"
         assert stored.class_names == dataset.class_names
         model = load_model(run_dir / name).model
-        fresh = evaluation_bank(model, DatasetExemplars(dataset, M, torch.device("cpu")).draw, seed=0)
+        fresh = evaluation_bank(model, ExemplarSource(dataset, M, torch.device("cpu")).draw, seed=0)
         torch.testing.assert_close(stored.bank, fresh.bank, rtol=0, atol=0)
     best, last = (read_checkpoint(run_dir / n) for n in ("best.pt", "last.pt"))
     assert last["iteration"] == 20 and best["iteration"] in (10, 20)
@@ -180,7 +177,7 @@ def test_folder_input_save_cas_and_figures(run, tmp_path):
     _, data, run_dir = run
     plain = write_test_features(data, tmp_path / "features")
     assert localize.main(["--pretrained-ckpt", str(run_dir / "best.pt"), str(tmp_path / "features"),
-                          "--visualize", "--save-cas", str(tmp_path / "cas")]) == 0
+                          "--figures", "--save-cas", str(tmp_path / "cas")]) == 0
     out = tmp_path / "features_localized"
     results = json.loads((out / "detections.json").read_text())["results"]
     assert len(results) == 6 and set(plain) <= set(results)

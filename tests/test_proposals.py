@@ -5,10 +5,21 @@ import numpy as np
 import pytest
 
 from proposal_methods import (
-    ambiguous_to_snippets, filter_ambiguous, grouped_runs,
-    multiple_threshold_hamnet, outer_inner_contrast, soft_nms, video_scores,
+    _outer_inner_contrast, _run_bounds, ambiguous_to_snippets, filter_ambiguous,
+    multiple_threshold_hamnet, soft_nms, video_scores,
 )
 from utils.evaluation import SegmentTable
+
+def grouped_runs(mask) -> list:
+    """Runs of consecutive True in mask (T,) as inclusive (i0, i1) pairs (proposal_methods._run_bounds)."""
+    starts, ends = _run_bounds(np.asarray(mask, dtype=bool)[None, :])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def outer_inner_contrast(scores, i0: int, i1: int) -> float:
+    """proposal_methods._outer_inner_contrast of one run [i0, i1] of scores (T,)."""
+    return float(_outer_inner_contrast(np.asarray(scores, np.float64)[:, None], np.array([i0]), np.array([i1]))[0, 0])
+
 
 W_SAME = math.exp(-1 / 0.3)  # soft-NMS weight of a proposal identical to the pick (IoU 1)
 

@@ -8,6 +8,8 @@ import torch
 
 import main as main_py
 import test as test_py
+from protocol import Reference
+from tests.helpers import load_for_test
 from dataset.make_demo import make_demo_dataset
 from model import STCLNet, build_model
 from options import parse_args
@@ -26,12 +28,14 @@ def demo(tmp_path_factory):
                              feature_size=D, seed=2)
 
 
-def save_checkpoint(demo, path, *flags):
-    """An untrained model saved as main.py saves best.pt, with the options ``flags`` stored."""
+def save_checkpoint(demo, path, *flags, stored=None):
+    """An untrained model saved as main.py saves best.pt, with the options ``flags`` (and the
+    entries ``stored``) stored."""
     args = parse_args(["--path-dataset", str(demo), *SHAPE, "--num-exemplars", "2", *flags])
     torch.manual_seed(0)
     model = build_model(args)
-    torch.save({"model": model.state_dict(), "args": vars(args), "iteration": 7, "format": "stcl-net/1"}, path)
+    torch.save({"model": model.state_dict(), "args": {**vars(args), **(stored or {})}, "iteration": 7,
+                "format": "stcl-net/1"}, path)
     return path
 
 
@@ -43,12 +47,13 @@ def read_json(path):
 
 def test_a_checkpoint_trained_on_cuda_evaluates_on_cpu_with_the_run_flags_of_the_command_line(demo, tmp_path):
     stale = tmp_path / "stale"
-    path = save_checkpoint(demo, tmp_path / "cuda.pt", "--device", "cuda", "--amp", "--output", str(stale),
-                           "--save-cas", str(stale / "cas"), "--visualize", "2", "--resume", str(stale / "last.pt"),
-                           "--gamma-oic", "0.4", "--exemplar-seed", "5")
-    args, _, _ = test_py.load_for_test(["--pretrained-ckpt", str(path)])
-    assert (args.device, args.amp, args.output, args.save_cas, args.visualize, args.resume) == \
-        ("auto", False, None, None, 0, None)
+    # test.py's run flags as an older checkpoint (one parser for main.py and test.py) stored them
+    older = {"output": str(stale), "save_cas": str(stale / "cas"), "visualize": 2}
+    path = save_checkpoint(demo, tmp_path / "cuda.pt", "--device", "cuda", "--amp", "--resume", str(stale / "last.pt"),
+                           "--gamma-oic", "0.4", "--exemplar-seed", "5", stored=older)
+    args, _, _ = load_for_test(["--pretrained-ckpt", str(path)])
+    assert (args.device, args.amp, args.output, args.save_cas, args.visualize) == ("auto", False, None, None, 0)
+    assert not hasattr(args, "resume")  # a training flag: test.py has none
     # what defines the model, the data and the post-processing is restored
     assert (args.num_class, args.feature_size, args.max_seqlen, args.num_exemplars) == (C, D, 16, 2)
     assert (args.path_dataset, args.gamma_oic, args.exemplar_seed) == (str(demo), 0.4, 5)
@@ -106,7 +111,7 @@ def hand_made_cas_folder(folder):
     0.95, 0.95, 0.05, 0.05, and one ground truth [0, 2)."""
     cas = np.array([[2, 0], [1, 0], [0, 1], [0, 1]], np.float32)
     attn = np.array([[0.95], [0.95], [0.05], [0.05]], np.float32)
-    reference = test_py.Reference(["A"], ["v"], np.ones((1, 1), np.float32),
+    reference = Reference(["A"], ["v"], np.ones((1, 1), np.float32),
                                   SegmentTable([0], [0], [0], [2], [1]), {}, THUMOS_TIOU, 16 / 25)
     return write_cas_folder(folder, {"v": (cas, attn)}, reference.to_json(), {"v": []})
 

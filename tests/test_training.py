@@ -127,7 +127,7 @@ def test_non_finite_loss_stops_before_the_update():
 def test_variant_defaults():
     thu = parse_args([])
     act = parse_args(["--use-model", "STCL_ACT"])
-    assert (thu.num_exemplars, thu.kl_weight, thu.variant) == (10, 1.0, "thumos")
-    assert (act.num_exemplars, act.kl_weight, act.variant) == (5, 0.1, "activitynet")
+    assert (thu.num_exemplars, thu.kl_weight, thu.use_model) == (10, 1.0, "STCL_THU")
+    assert (act.num_exemplars, act.kl_weight, act.use_model) == (5, 0.1, "STCL_ACT")
     assert build_criterion(act).weight_dict["mutual"] == 1.0  # the released STCL_ACT's fixed weight
     assert (thu.lr, thu.weight_decay, thu.max_iter, thu.interval, thu.seed, thu.k) == (5e-5, 1e-3, 10000, 200, 3552, 7)

@@ -79,7 +79,7 @@ def missing_file(path: Path, what: str) -> DataError:
     """The DataError for a file of the layout that is not there, with where it is expected."""
     return DataError(
         f"{what} not found: {path}. The features are expected at <path-dataset>/<name>{JOINT_FEATURES_SUFFIX} "
-        f"(or converted to a memory-mapped store, <name>{STORE_FEATURES_SUFFIX}/.json, by feature_store.py) "
+        f"(or converted to a memory-mapped store, <name>{STORE_FEATURES_SUFFIX}/.json, by convert_features.py) "
         f"and the annotations in <path-dataset>/<name>{ANNOTATIONS_SUFFIX}/ (the THUMOS-14 I3D features and "
         "annotations come from the CO2-Net/STCL-Net release, see dataset/README.md); "
         "run `python -m dataset.make_demo` for a small synthetic dataset."

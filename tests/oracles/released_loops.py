@@ -14,7 +14,7 @@ tests/test_model.py check that they compute the same numbers, so that the compar
 - :func:`loop_exemplar_videos`: the released per-video exemplar resampling: per class and
   per drawn video, random-perturb indices into that video's own (T_i, D) array on the
   host, stacked with numpy, then copied to the device. It consumes the generator exactly
-  as ``SampleDataset.exemplar_indices`` does, so both draw the same videos and snippets.
+  as ``SampleDataset.exemplar_draw`` does, so both draw the same videos and snippets.
 """
 from __future__ import annotations
 
