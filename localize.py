@@ -41,7 +41,8 @@ from utils.cas_folder import write_cas_folder
 from utils.device import choose_device
 from utils.errors import DataError, STCLError
 from utils.evaluation import SegmentTable, seconds_per_snippet
-from wsad_dataset import build_dataset, check_snippet_features, features_path
+from utils.layout import features_path
+from wsad_dataset import build_dataset, check_snippet_features
 
 
 # ======================================================================================
