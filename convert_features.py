@@ -19,7 +19,8 @@ from utils.errors import STCLError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python convert_features.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python convert_features.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--path-dataset", default="dataset/THUMOS14", help="folder of the features and annotations")
     p.add_argument("--dataset-name", default="Thumos14reduced", help="file prefix of the features and annotations")

@@ -36,7 +36,8 @@ SETTINGS = {"flow": "flow", "sample_mode": "sample_mode", "flow_quantize": "flow
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python extract_features.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python extract_features.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="*", help="video files and folders of videos (searched recursively)")
     p.add_argument("--out", help="dataset folder: becomes --path-dataset of main.py / test.py")

@@ -18,7 +18,8 @@ from utils.errors import STCLError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python import_annotations.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python import_annotations.py", description=__doc__.split("\n\n")[0])
     p.add_argument("annotations", help="an ActivityNet-style .json or a .csv (video,subset,start,end,label[,duration])")
     p.add_argument("--out", required=True, help="dataset folder (--path-dataset of main.py / test.py)")
     p.add_argument("--name", required=True, help="dataset name (--dataset-name of main.py / test.py)")

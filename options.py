@@ -257,6 +257,7 @@ def add_saved_outputs(group) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """main.py's parser (training); see the README for a table of every flag."""
     p = argparse.ArgumentParser(prog="python main.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                allow_abbrev=False,
                                 description="Train STCL-Net (weakly-supervised temporal action localization)")
     add_data_options(p, training=True)
     add_model_options(p)
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _evaluation_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """What test.py and localize.py share: a checkpoint, its data, model and post-processing."""
-    p = argparse.ArgumentParser(prog=prog, description=description,
+    p = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_options(p, training=False)
     add_model_options(p)

@@ -91,3 +91,83 @@ def test_only_main_py_imports_the_training_step():
     product = [*REPO.glob("*.py"), *(REPO / "utils").glob("*.py"), *(REPO / "dataset").glob("*.py")]
     importers = sorted(p.name for p in product if p.name != "main.py" and "train" in imported_modules(p))
     assert importers == [], f"{importers} import train.py: builders live beside what they build"
+
+
+#: The commands: files a user runs. main.py is also the training loop, which sweep.py runs in-process
+#: (``main.train``); no other module imports a command.
+COMMANDS = {"main", "test", "localize", "sweep", "extract_features", "import_annotations", "convert_features"}
+COMMAND_IMPORTERS = {"main": {"sweep"}}
+
+
+def product_modules() -> dict:
+    """Module name -> path of every product module (top level, utils/, dataset/, feature_extraction/)."""
+    paths = [*REPO.glob("*.py"), *(REPO / "utils").glob("*.py"), *(REPO / "dataset").glob("*.py"),
+             *(REPO / "feature_extraction").glob("*.py")]
+    return {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p for p in paths}
+
+
+def import_graph() -> dict:
+    """Module -> the product modules it imports (``from a import b`` of a module b counts as a.b)."""
+    modules = product_modules()
+    return {name: {m for m in imported_modules(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def top_level_imports(path: Path) -> set:
+    """The top-level packages a module imports when it is imported (not inside functions)."""
+    names = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_module_imports_a_command():
+    modules = product_modules()
+    assert COMMANDS <= set(modules)
+    bad = sorted(f"{name} imports {m}" for name, deps in import_graph().items() for m in deps
+                 if m in COMMANDS and name not in COMMAND_IMPORTERS.get(m, set()))
+    assert not bad, f"a command's file is not a library; move what is shared into a module: {bad}"
+
+
+def cycles(graph: dict) -> list:
+    """Every import cycle of ``graph`` (module -> imported modules), each as a list of modules."""
+    found, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_cycles_finds_a_cycle_and_only_one():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_imports_have_no_cycle():
+    assert not cycles(import_graph()), "modules importing each other (also inside functions)"
+
+
+def test_the_evaluation_protocol_imports_neither_torch_nor_the_model():
+    """protocol.py is pure numpy: every module it reaches imports no torch, no model, no training."""
+    graph, modules = import_graph(), product_modules()
+    reached, todo = set(), ["protocol"]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo += graph[name]
+    with_torch = sorted(name for name in reached if "torch" in top_level_imports(modules[name]))
+    assert not with_torch, "imported at module level (utils.atomic.save_torch imports torch when called)"
+    assert not reached & {"model", "train", "main", "inference", "checkpoints"}

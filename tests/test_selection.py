@@ -87,6 +87,36 @@ def test_holdout_selection_never_looks_at_the_test_set(demo, monkeypatch):
         assert reloaded == pytest.approx(a["best"]["summary"], abs=1e-9), name
 
 
+def test_localize_draws_the_bank_of_a_holdout_checkpoint_without_the_held_out_videos(demo, tmp_path):
+    """A --select-on holdout checkpoint without a stored bank: localize.py redraws it as test.py
+    does, from the training videos less the held-out ones (it used to build the dataset without
+    the holdout split, and took held-out videos as exemplars)."""
+    import localize
+    from options import parse_args
+
+    def checkpoint(path, *flags):
+        args = parse_args(["--path-dataset", str(demo / "demo"), *DEMO, *flags])
+        torch.manual_seed(0)
+        save_atomic({"model": main_module.build_model(args).state_dict(), "args": vars(args)}, path)
+        return path
+
+    held = checkpoint(tmp_path / "held.pt", "--select-on", "holdout", "--holdout", "0.25")
+    plain = checkpoint(tmp_path / "plain.pt")
+    features = tmp_path / "clip.npy"
+    np.save(features, np.random.default_rng(0).standard_normal((40, 32)).astype(np.float32))
+
+    def bank(command, ckpt, *inputs):
+        out = tmp_path / f"{command.__name__}_{ckpt.stem}.pt"
+        assert command.main(["--pretrained-ckpt", str(ckpt), "--device", "cpu", "--save-bank", str(out),
+                             "--output", str(tmp_path / f"out_{out.stem}"), *inputs]) == 0
+        return torch.load(out, map_location="cpu", weights_only=True)[BANK_KEY]["bank"]
+
+    by_test, by_localize = bank(test_module, held), bank(localize, held, str(features))
+    torch.testing.assert_close(by_localize, by_test, rtol=0, atol=0)
+    assert not torch.equal(by_localize, bank(localize, plain, str(features))), \
+        "the held-out videos should change the exemplar pools, so the bank"
+
+
 def test_holdout_keeps_a_seeded_fraction_out_of_training(demo):
     full = SampleDataset(demo / "demo", NAME, num_class=3, feature_size=32, max_seqlen=48)
     held = SampleDataset(demo / "demo", NAME, num_class=3, feature_size=32, max_seqlen=48, holdout=0.25)
