@@ -18,21 +18,18 @@ option the user gives wins. A dataset of your own (a ``--dataset-name`` not list
 takes the record of the model it is trained with (``--use-model``: STCL_THU -> THUMOS-14,
 STCL_ACT -> ActivityNet 1.2) under its own name, and its split is read from ``subset.npy``.
 
-Plain Python only (no numpy, no torch): the options module reads it.
+No torch: the options module reads it. The tIoU thresholds are those of ``utils/evaluation.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
+from utils import evaluation
 
-def _thresholds(first: float, last: float, step: float) -> Tuple[float, ...]:
-    count = int(round((last - first) / step)) + 1
-    return tuple(round(first + i * step, 2) for i in range(count))
-
-
-THUMOS_TIOU = _thresholds(0.1, 0.9, 0.1)  # 0.1, 0.2, ..., 0.9
-ACTIVITYNET_TIOU = _thresholds(0.5, 0.95, 0.05)  # 0.5, 0.55, ..., 0.95
+#: The tIoU thresholds of each protocol, as plain floats (their one definition is utils/evaluation.py).
+THUMOS_TIOU = tuple(evaluation.THUMOS_TIOU.tolist())  # 0.1, 0.2, ..., 0.9
+ACTIVITYNET_TIOU = tuple(evaluation.ACTIVITYNET_TIOU.tolist())  # 0.5, 0.55, ..., 0.95
 
 
 @dataclass(frozen=True)
@@ -96,19 +93,6 @@ class DatasetRecord:
         t = self.smooth_t if t is None else t
         return 1 if t is None else (max_seqlen // t) // 2 * 2 + 1
 
-    def selection_score(self, summary: Dict[str, float]) -> float:
-        """The checkpoint-selection score of a ``summarize`` result (mAPs in percent)."""
-        values = [summary[f"mAP@{t:g}"] for t in self.selection_thresholds]
-        return float(sum(values) if self.selection == "sum" else sum(values) / len(values))
-
-    @property
-    def selection_text(self) -> str:
-        """The selection score in words, for summaries and help texts."""
-        first, last = self.selection_thresholds[0], self.selection_thresholds[-1]
-        how = "sum" if self.selection == "sum" else "mean"
-        return f"{how} of mAP@{first:g}..{last:g}"
-
-
 THUMOS14 = DatasetRecord(
     name="Thumos14reduced", num_class=20,
     train_subset="validation", test_subset="test", subsets=("validation", "test"), min_snippets=0,
@@ -116,7 +100,7 @@ THUMOS14 = DatasetRecord(
     num_exemplars=10, kl_weight=1.0, mutual_weight=1.0, k=7,
     lr=5e-5, max_seqlen=500, max_iter=10000,
     tiou_thresholds=THUMOS_TIOU, averages=("avg 0.1:0.5", "avg 0.3:0.7", "avg 0.1:0.7", "avg 0.1:0.9"),
-    selection_thresholds=_thresholds(0.1, 0.7, 0.1), selection="sum",
+    selection_thresholds=THUMOS_TIOU[:7], selection="sum",  # 0.1 .. 0.7
 )
 
 ACTIVITYNET12 = DatasetRecord(

@@ -65,10 +65,6 @@ class FeatureStore:
     def feature_size(self) -> int:
         return int(self.snippets.shape[1])
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.snippets.shape[0]) * self.feature_size * self.snippets.dtype.itemsize
-
     def __len__(self) -> int:
         return len(self.lengths)
 

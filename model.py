@@ -27,11 +27,6 @@ from torch import Tensor, nn
 BRANCH_WEIGHTS = (0.55, 0.36, 0.09)
 
 
-def smoothing_kernel(max_seqlen: int, t: int) -> int:
-    """The ActivityNet smoothing width of docs/METHOD.md#6-activitynet: ``(max_seqlen // t) // 2 * 2 + 1`` (odd)."""
-    return (max_seqlen // t) // 2 * 2 + 1
-
-
 def init_conv_(module: nn.Module) -> None:
     """Released initialisation: kaiming_uniform_ at its defaults for weights, zero biases."""
     for m in module.modules():
@@ -220,7 +215,7 @@ class STCLNet(nn.Module):
             (ActivityNet, METHOD.md#6-activitynet; layer 2 is still built, so released weights load).
         smooth_kernel: width K of the average pool (stride 1, padding K // 2) applied to
             every score and attention sequence after the heads (ActivityNet,
-            ``(max_seqlen // t) // 2 * 2 + 1``, see :func:`smoothing_kernel`); 1 = none.
+            ``(max_seqlen // t) // 2 * 2 + 1``, see ``dataset_record.DatasetRecord.smooth_kernel``); 1 = none.
     """
 
     def __init__(self, feature_size: int = 2048, num_class: int = 20, dropout: float = 0.7,
@@ -587,8 +582,9 @@ def snippet_contrast(feat: Tensor, attn: Tensor, keep_mask: Optional[Tensor] = N
             + nce(hard_background.mean(1), easy_background.mean(1), easy_action))
 
 
-#: The loss weights of docs/METHOD.md#5-objective on THUMOS-14 (alpha1..alpha4, the KL weight 1); the
-#: options and the dataset record give the ones of a run (``loss_weights``, section "Builders").
+#: The loss weights of docs/METHOD.md#5-objective on THUMOS-14 (alpha1..alpha4, the KL weight 1, and
+#: the fixed weight 1 of ``snippet``); the options and the dataset record give the ones of a run
+#: (``loss_weights``, section "Builders").
 DEFAULT_WEIGHTS = {"mil": 1.0, "branch": 1.0, "kl": 1.0, "co": 1.0, "mutual": 1.0, "norm": 0.8, "guide": 0.8,
                    "snippet": 1.0}
 
@@ -598,8 +594,8 @@ class STCLCriterion(nn.Module):
 
     Terms: mil, branch, kl, co, mutual, norm, guide, snippet. As in DETR, the weights are
     applied in one place, :func:`weigh`, with the criterion's ``weight_dict`` (alpha1..4,
-    the KL weight; from the options and the dataset record). ``snippet`` is not computed
-    when its weight is 0 (the released criterion leaves it out).
+    the KL weight; from the options and the dataset record). ``snippet`` has the fixed weight
+    1, as released (no flag sets it); a ``weight_dict`` giving it 0 skips computing it.
     """
 
     TERMS = ("mil", "branch", "kl", "co", "mutual", "norm", "guide", "snippet")

@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from dataset_record import DatasetRecord, dataset_record
+from dataset_record import THUMOS14, DatasetRecord, dataset_record
 from proposal_methods import GAMMA, PROPOSAL_METHODS, ambiguous_to_snippets, video_scores
 from utils.atomic import write_json, write_text
 from utils.cas_folder import read_cas_folder, write_cas_folder
@@ -59,8 +59,8 @@ class Reference:
     tiou_thresholds: np.ndarray
     seconds_per_snippet: float = SECONDS_PER_SNIPPET
     averages: Optional[Tuple[str, ...]] = None  # None: every average whose thresholds are present
-    selection_thresholds: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-    selection: str = "sum"
+    selection_thresholds: Tuple[float, ...] = THUMOS14.selection_thresholds
+    selection: str = THUMOS14.selection
 
     @classmethod
     def from_dataset(cls, dataset, record: Optional[DatasetRecord] = None,

@@ -394,16 +394,12 @@ def write_results(output_dir: Path, model_name: str, groups: List[dict], chosen:
             rows.append([group["label"], *[format_value(group["config"][k]) for k in config_keys],
                          " ".join(map(str, group["seeds"])), label, group["score"]["mean"], group["score"]["std"],
                          *[group[which][k][s] for k in keys for s in ("mean", "std")]])
-    _write_text(csv_path, lambda f: csv.writer(f).writerows(rows))
+    with atomic_write(csv_path, newline="") as f:
+        csv.writer(f).writerows(rows)
     payload = {"select_on": select_on, "selection": selection, "configuration_rule": configuration_rule(select_on),
                "best_configuration": chosen["label"], "configurations": groups}
     write_json(json_path, payload)
     return csv_path, json_path
-
-
-def _write_text(path: Path, write) -> None:
-    with atomic_write(path, newline="") as f:
-        write(f)
 
 
 # ======================================================================================

@@ -439,8 +439,8 @@ class SampleDataset:
         self.class_train_index = pools
 
     def holdout_view(self) -> "SampleDataset":
-        """This dataset with the held-out training videos as its test list: evaluating it (test.test,
-        test.Reference.from_dataset) scores them against their temporal annotations. Shares every array."""
+        """This dataset with the held-out training videos as its test list: evaluating it (inference.test,
+        protocol.Reference.from_dataset) scores them against their temporal annotations. Shares every array."""
         if len(self.holdout_index) == 0:
             raise ValueError("no video is held out (holdout=0)")
         view = copy.copy(self)

@@ -97,7 +97,7 @@ def test_float16_store_holds_the_rounded_features(tmp_path):
     root = make_demo_dataset(tmp_path, num_train=6, num_test=2, num_class=C, feature_size=D, seed=2)
     assert convert_features.main(["--path-dataset", str(root), "--feature-dtype", "float16"]) == 0
     half, full = _dataset(root), _dataset(root, feature_format="joint")
-    assert half.store.snippets.dtype == np.float16 and half.store.nbytes * 2 == full.store.nbytes
+    assert half.store.snippets.dtype == np.float16 and half.store.snippets.nbytes * 2 == full.store.snippets.nbytes
     for v in range(len(full.features)):
         assert half.features[v].dtype == np.float32
         np.testing.assert_array_equal(half.features[v], full.features[v].astype(np.float16).astype(np.float32))

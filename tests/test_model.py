@@ -5,14 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (CorrelationLayer, STCLCriterion, STCLNet, gather_snippets, smoothing_kernel, snippet_windows,
+from dataset_record import ACTIVITYNET12
+from model import (CorrelationLayer, STCLCriterion, STCLNet, gather_snippets, snippet_windows,
                    suppress_with_actionness, weigh)
 
 D = 16  # a small even feature size: streams of 8, keys of 4
 
 
 #: The STCLNet arguments of the two released models (dataset_record.py), at N = 60.
-VARIANTS = {"thumos": {}, "activitynet": {"tcl_depth": 1, "smooth_kernel": smoothing_kernel(60, 5)}}
+VARIANTS = {"thumos": {}, "activitynet": {"tcl_depth": 1, "smooth_kernel": ACTIVITYNET12.smooth_kernel(60, 5)}}
 
 
 def make(num_class=4, variant="thumos", seed=0, **kw):

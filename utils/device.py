@@ -1,7 +1,7 @@
 """Where the tensors live and at what precision: the device chosen once, and ``--amp``.
 
-Both entry points (``main.py``, ``test.py``) choose the device here and pass it down; no
-other module picks one.
+The four entry points that run a network (``main.py``, ``test.py``, ``localize.py``,
+``extract_features.py``) choose the device here and pass it down; no other module picks one.
 """
 from __future__ import annotations
 

@@ -106,18 +106,6 @@ class SegmentTable:
         """The rows picked by a boolean mask (n,) or an integer index array."""
         return SegmentTable(*(getattr(self, f.name)[rows] for f in fields(self)))
 
-    def to_records(self, video_names, scale: float = SECONDS_PER_SNIPPET) -> list[dict]:
-        """JSON-ready rows: video name (bytes decoded), label, start and end in seconds
-        (snippets * scale), score."""
-        return [
-            {"video": _text(video_names[v]), "label": int(c), "start": float(s * scale),
-             "end": float(e * scale), "score": float(p)}
-            for v, c, s, e, p in zip(self.video, self.label, self.start, self.end, self.score)
-        ]
-
-
-def _text(name) -> str:
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def seconds_per_snippet(fps: float = FEATURE_FPS) -> float:
@@ -183,12 +171,6 @@ def tiou(segment, segments) -> np.ndarray:
     return _tiou(segment[0], segment[1], segments[:, 0], segments[:, 1])
 
 
-def pairwise_tiou(a, b) -> np.ndarray:
-    """tIoU of every segment of a (n, 2) with every segment of b (m, 2) -> (n, m)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return _tiou(a[:, :1], a[:, 1:], b[:, 0], b[:, 1])
-
-
 def detection_ap(detections: SegmentTable, ground_truth: SegmentTable, tiou_thresholds,
                  num_classes: int) -> np.ndarray:
     """Average precision per tIoU threshold and class, ActivityNet-toolkit style -> (n_thr, C).
@@ -221,16 +203,6 @@ def detection_ap(detections: SegmentTable, ground_truth: SegmentTable, tiou_thre
         rows = slice(class_bounds[c], class_bounds[c + 1])
         ap[:, c] = _interpolated_ap(true_positive[:, rows], num_positives[c])
     return ap
-
-
-def detection_map(detections: SegmentTable, ground_truth: SegmentTable, tiou_thresholds,
-                  num_classes: int) -> np.ndarray:
-    """Detection mAP per tIoU threshold (n_thr,): mean AP over the classes with ground truth."""
-    ap = detection_ap(detections, ground_truth, tiou_thresholds, num_classes)
-    with_ground_truth = ~np.isnan(ap[0])
-    if not with_ground_truth.any():
-        raise ValueError("detection mAP needs ground truth; the ground-truth table is empty")
-    return ap[:, with_ground_truth].mean(axis=1)
 
 
 def _check_thresholds(tiou_thresholds) -> np.ndarray:
