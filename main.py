@@ -44,6 +44,7 @@ from utils.device import choose_device
 from utils.errors import CheckpointError, STCLError
 from utils.evaluation import format_table, summarize
 from utils.run_log import RunLog
+from utils.seeds import format_mean_std, over_seeds
 from wsad_dataset import SampleDataset, build_dataset
 
 #: losses.csv: each weighted term (what the total adds up), the total, then each raw term.
@@ -422,12 +423,9 @@ def seed_table(summaries: List[dict]) -> str:
     lines = [f"{len(summaries)} seeds: {', '.join(str(s['seed']) for s in summaries)}; "
              f"best.pt: {summaries[0]['selection']}",
              f"{'metric':<14}{f'selected ({select_on})':>26}{'last':>22}"]
+    stats = over_seeds(summaries)
     for key in keys:
-        cells = []
-        for which in ("best", "last"):
-            values = np.array([s[which]["summary"][key] for s in summaries])
-            std = values.std(ddof=1) if len(values) > 1 else 0.0
-            cells.append(f"{values.mean():.2f} +- {std:.2f}")
+        cells = [format_mean_std(stats[which][key]) for which in ("best", "last")]
         lines.append(f"{key:<14}{cells[0]:>26}{cells[1]:>22}")
     return "\n".join(lines)
 

@@ -31,11 +31,11 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 
 from options import build_parser, explicit_args, parse_args, seed_list
 from utils.atomic import atomic_write, write_json
 from utils.errors import STCLError
+from utils.seeds import format_mean_std, mean_std, over_seeds
 
 REPO = Path(__file__).resolve().parent
 INSTALL_HINT = "pip install -r requirements-sweep.txt   (or: pip install 'ray[tune]')"
@@ -317,16 +317,8 @@ def aggregate(trials: List[dict], summaries: List[dict]) -> List[dict]:
     out = []
     for group in groups.values():
         summaries_ = group.pop("summaries")
-        for which in ("best", "last"):
-            keys = list(summaries_[0][which]["summary"])
-            group[which] = {}
-            for key in keys:
-                values = np.array([s[which]["summary"][key] for s in summaries_], dtype=np.float64)
-                group[which][key] = {"values": values.tolist(), "mean": float(values.mean()),
-                                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
-        scores = np.array([s["best"]["score"] for s in summaries_], dtype=np.float64)
-        group["score"] = {"values": scores.tolist(), "mean": float(scores.mean()),
-                          "std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0}
+        group.update(over_seeds(summaries_))
+        group["score"] = mean_std([s["best"]["score"] for s in summaries_])
         out.append(group)
     return out
 
@@ -359,7 +351,7 @@ def sweep_table(groups: List[dict], chosen: dict, select_on: str, selection: str
                      + ("   <- best configuration" if group is chosen else ""))
         lines.append(f"  {'metric':<14}{'selected':>22}{'last':>22}")
         for key in group["best"]:
-            cells = [_mean_std(group[w][key]) for w in ("best", "last")]
+            cells = [format_mean_std(group[w][key]) for w in ("best", "last")]
             lines.append(f"  {key:<14}{cells[0]:>22}{cells[1]:>22}")
         lines.append("")
     width = max(len(g["label"]) for g in groups) + 2
@@ -369,15 +361,11 @@ def sweep_table(groups: List[dict], chosen: dict, select_on: str, selection: str
     avg = next((k for k in ("avg 0.1:0.7", "avg 0.5:0.95") if k in groups[0]["best"]), None)
     for group in groups:
         mark = " *" if group is chosen else ""
-        cells = [_mean_std(group[w][avg]) if avg else "-" for w in ("best", "last")]
-        lines.append(f"{group['label'] + mark:<{width}}{len(group['seeds']):>6}{_mean_std(group['score']):>24}"
+        cells = [format_mean_std(group[w][avg]) if avg else "-" for w in ("best", "last")]
+        lines.append(f"{group['label'] + mark:<{width}}{len(group['seeds']):>6}{format_mean_std(group['score']):>24}"
                      f"{cells[0]:>20}{cells[1]:>20}")
     lines.append(f"* best configuration: {chosen['label']}" + (f"  (avg = {avg}, test set)" if avg else ""))
     return "\n".join(lines)
-
-
-def _mean_std(stats: dict) -> str:
-    return f"{stats['mean']:.2f} +- {stats['std']:.2f}"
 
 
 def write_results(output_dir: Path, model_name: str, groups: List[dict], chosen: dict, select_on: str,
