@@ -331,18 +331,24 @@ def test_random_damage_is_an_error_or_harmless(weights_only, tmp_path):
         assert all(torch.equal(loaded[k], original[k]) for k in original), f"damage at byte {at} loaded silently"
 
 
-ENTRY_POINTS = {"test.py --pretrained-ckpt": (test_py.main, "--pretrained-ckpt"),
-                "main.py --pretrained-ckpt": (main_py.main, "--pretrained-ckpt"),
-                "main.py --resume": (main_py.main, "--resume")}
+def evaluation_argv(demo: Path, output_dir: Path, *extra: str) -> list:
+    """test.py's command line: the data and model flags, no training ones (test.py refuses them)."""
+    return ["--path-dataset", str(demo), *MODEL_FLAGS, "--num-exemplars", "3", "--device", "cpu",
+            "--output", str(output_dir / "eval"), *extra]
+
+
+ENTRY_POINTS = {"test.py --pretrained-ckpt": (test_py.main, evaluation_argv, "--pretrained-ckpt"),
+                "main.py --pretrained-ckpt": (main_py.main, main_argv, "--pretrained-ckpt"),
+                "main.py --resume": (main_py.main, main_argv, "--resume")}
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_every_entry_point_reports_a_damaged_checkpoint_as_an_error(demo, weights_only, tmp_path, capsys, entry,
                                                                    damage):
-    entry_main, flag = ENTRY_POINTS[entry]
+    entry_main, argv, flag = ENTRY_POINTS[entry]
     path = DAMAGES[damage](weights_only, tmp_path / "damaged.pt")
-    assert entry_main(main_argv(demo, tmp_path, flag, str(path))) == 2
+    assert entry_main(argv(demo, tmp_path, flag, str(path))) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: checkpoint {path} is truncated or corrupted and cannot be read (")
     assert "Traceback" not in error
