@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import feature_store
+import convert_features
 import import_annotations
 import localize
 import main as main_module
@@ -107,7 +107,7 @@ def test_localize_drawing_a_bank_and_the_store_converter_refuse_it(demo, tmp_pat
     assert localize.main(["--pretrained-ckpt", str(without_bank), str(features), "--path-dataset",
                           str(tmp_path / "data"), "--output", str(tmp_path / "l")]) == 2
     if which != "segments":  # the converter reads the video names and the features only
-        assert feature_store.main(["--path-dataset", str(tmp_path / "data")]) == 2
+        assert convert_features.main(["--path-dataset", str(tmp_path / "data")]) == 2
     assert not marker.exists()
     assert f"{path}: refused to load" in capsys.readouterr().err
 
