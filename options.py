@@ -26,6 +26,7 @@ Nothing is parsed at import time: call a ``parse_*`` function from an entry poin
 import argparse
 
 from dataset_record import MODEL_RECORDS, RECORDS, dataset_record
+from feature_extraction import FLOW_METHODS, QUANTIZE_MODES, SAMPLE_MODES
 from proposal_methods import GAMMA, PROPOSAL_METHODS
 
 #: Options whose default comes from the dataset record (``dataset_record.py``) when the
@@ -45,15 +46,7 @@ CHECKPOINT_GROUPS = ("data", "model", "proposals and evaluation")
 #: (a released .pkl) are main.py's defaults.
 SELECTION_DEFAULTS = {"select_on": "test", "holdout": 0.1, "holdout_seed": 0}
 
-#: The choices of the feature extraction (``feature_extraction.flow.FLOW_METHODS``,
-#: ``.QUANTIZE_MODES``, ``feature_extraction.decode.SAMPLE_MODES``), written out so that
-#: parsing imports no video library; tests/test_options.py checks they agree.
-FLOW_METHODS = ("opencv", "torch")
-SAMPLE_MODES = ("resize", "center_crop", "oversample")
-QUANTIZE_MODES = ("none", "uint8", "jpeg")
 DEVICES = ("auto", "cpu", "cuda")
-
-
 
 # ======================================================================================
 # Shared groups

@@ -6,3 +6,10 @@ and batched PyTorch), ``i3d`` (the network, with the PyTorch port's parameter na
 (ActivityNet-style JSON and CSV importers), ``synthetic`` (generated videos and stand-in
 weights for tests and the README's sample run).
 """
+
+#: The choices of the extraction, here so that the command lines (``options.py``) can offer them
+#: without importing a video library: TV-L1 implementations (``flow``), flow quantizations
+#: (``flow``), frame-to-input modes (``decode``).
+FLOW_METHODS = ("opencv", "torch")
+QUANTIZE_MODES = ("none", "uint8", "jpeg")
+SAMPLE_MODES = ("resize", "center_crop", "oversample")

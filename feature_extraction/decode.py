@@ -20,12 +20,12 @@ import av
 import cv2
 import numpy as np
 
+from feature_extraction import SAMPLE_MODES  # the choices, defined once
 from utils.errors import VideoError
 from utils.evaluation import FEATURE_FPS
 
 #: Frames per second of the released THUMOS-14 / ActivityNet features (snippet = 16 frames).
 FPS = FEATURE_FPS  # the project's one definition (utils.evaluation)
-SAMPLE_MODES = ("resize", "center_crop", "oversample")
 
 
 class VideoInfo(NamedTuple):

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FLOW_METHODS = ("opencv", "torch")
-QUANTIZE_MODES = ("none", "uint8", "jpeg")
+from feature_extraction import FLOW_METHODS, QUANTIZE_MODES  # the choices, defined once
+
 #: Flow is clipped to [-BOUND, BOUND] pixels before scaling to [-1, 1] (the classic pipeline's bound).
 BOUND = 20.0
 CPU = torch.device("cpu")

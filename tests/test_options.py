@@ -131,13 +131,13 @@ def test_one_name_one_meaning_and_one_extraction_group():
     assert {d: v for d, v in shared.items() if len(v) > 1} == {}
 
 
-def test_the_extraction_choices_are_the_extractors():
-    from feature_extraction.decode import SAMPLE_MODES
-    from feature_extraction.flow import FLOW_METHODS, QUANTIZE_MODES
+def test_the_extraction_flags_offer_what_the_extractor_accepts():
+    from feature_extraction import decode, flow
     import options
 
-    assert (options.FLOW_METHODS, options.SAMPLE_MODES, options.QUANTIZE_MODES) == \
-        (FLOW_METHODS, SAMPLE_MODES, QUANTIZE_MODES)
+    choices = {a.dest: a.choices for a in options.build_localize_parser()._actions}
+    assert (choices["flow"], choices["flow_quantize"], choices["sample_mode"]) == \
+        (("auto", *flow.FLOW_METHODS), flow.QUANTIZE_MODES, decode.SAMPLE_MODES)
     assert options.flow_method("auto", "cuda") == "torch" and options.flow_method("auto", "cpu") == "opencv"
     assert options.flow_method("opencv", "cuda") == "opencv"
 
