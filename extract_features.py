@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from feature_extraction.annotations import read_annotations, read_classlist, write_annotations
 from feature_extraction.decode import FPS, probe
@@ -28,6 +27,8 @@ from options import add_device_options, add_extraction_options, flow_method
 from utils.atomic import save_npy, write_json
 from utils.errors import DataError, STCLError
 from utils.layout import check_video_name, features_path, file_in, text_array
+from utils.progress import progress_bar
+from utils.progress import write as progress_write
 
 #: The options that change the features, by their key in extraction.json -> option; a features
 #: folder made with other values is refused.
@@ -152,14 +153,15 @@ def extract(args) -> int:
                                      flow_quantize=args.flow_quantize, size=args.extract_size,
                                      short_side=args.short_side)
         write_json(features / "extraction.json", settings)
-        for video in tqdm(todo, desc="videos", unit="video"):
+        quiet = getattr(args, "quiet", False)
+        for video in progress_bar(todo, desc="videos", unit="video", quiet=quiet):
             try:
                 total = round(probe(video).duration_s * FPS) or None
-                with tqdm(total=total, desc=video.stem, unit="frame", leave=False) as bar:
+                with progress_bar(total=total, desc=video.stem, unit="frame", leave=False, quiet=quiet) as bar:
                     array = extractor.extract(video, progress=bar.update)
             except STCLError as error:
                 failures.append(f"video {video.stem}: {error}")
-                tqdm.write(f"error: video {video.stem}: {error}", file=sys.stderr)
+                progress_write(f"error: video {video.stem}: {error}", file=sys.stderr)
                 continue
             save_npy(file_in(features, video.stem, ".npy"), array)
     if failures:

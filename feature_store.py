@@ -243,10 +243,11 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, int]) -> bytes:
 def write_store(path_dataset, dataset_name: str, names: Sequence[str], videos: Iterable[np.ndarray],
                 feature_size: int, dtype: str = "float32", progress: bool = False) -> Path:
     """Write a store of `videos` ((T_i, D) arrays, in the order of `names`); returns the header path."""
-    from tqdm import tqdm
+    from utils.progress import progress_bar
 
     with StoreWriter(path_dataset, dataset_name, feature_size, dtype) as writer:
-        for name, features in tqdm(zip(names, videos), total=len(names), desc="writing store", disable=not progress):
+        for name, features in progress_bar(zip(names, videos), total=len(names), desc="writing store",
+                                           enabled=progress):
             writer.add(name, features)
     return writer.paths[2]
 

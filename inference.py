@@ -26,7 +26,6 @@ from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dataset_record import dataset_record
 from proposal_methods import GAMMA
@@ -34,6 +33,7 @@ from protocol import Detection, EvaluationResult, Outputs, Reference, as_detecti
 from utils.device import autocast
 from utils.errors import CheckpointError, DataError
 from utils.evaluation import SECONDS_PER_SNIPPET
+from utils.progress import progress_bar
 
 #: Where a project checkpoint keeps its evaluation bank.
 BANK_KEY = "exemplar_bank"
@@ -225,7 +225,8 @@ def run_network(model, dataset, source, device: torch.device, *, exemplar_mode: 
     else:
         raise ValueError(f"exemplar_mode must be 'cached' or 'resample', got {exemplar_mode!r}")
     outputs = {}
-    videos = tqdm(dataset.test_videos(), total=dataset.num_test, desc="evaluating", leave=False, disable=not progress)
+    videos = progress_bar(dataset.test_videos(), total=dataset.num_test, desc="evaluating", leave=False,
+                          enabled=progress)
     for features, _, name, _ in videos:
         outputs[name] = video_outputs(model, next_bank(), features, device=device, amp=amp)
     return outputs

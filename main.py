@@ -29,13 +29,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dataset_record import dataset_record
 from exemplar_source import ExemplarSource
 from inference import BANK_KEY, EvaluationBank, evaluation_bank, test
 from model import STCLCriterion, build_criterion, build_model
-from options import parse_args
+from options import build_parser, parse_args
 from protocol import EvaluationResult, Reference
 from train import NonFiniteLossError, build_optimizer, train_step
 from utils import checkpoint as ckpt
@@ -43,6 +42,8 @@ from utils.atomic import atomic_write, write_json
 from utils.device import choose_device
 from utils.errors import CheckpointError, STCLError
 from utils.evaluation import format_table, summarize
+from utils.progress import bars_wanted, progress_bar
+from utils.progress import write as progress_write
 from utils.run_log import RunLog
 from utils.seeds import format_mean_std, over_seeds
 from wsad_dataset import SampleDataset, build_dataset
@@ -92,18 +93,50 @@ def read_training_state(path) -> dict:
 
 
 def resume_command(argv: Optional[List[str]], last: Path) -> str:
-    """``python main.py <argv> --resume <last>``, without an earlier ``--resume``.
+    """``python main.py <argv> --resume <last>``, without an earlier ``--resume`` and with each
+    flag once (:func:`without_repeats`: ``bash train.sh --demo --model-name x`` gives main.py
+    train.sh's ``--model-name demo`` and then ``--model-name x``; the last one is the run's).
 
     argv None (``train`` called from code, with no command line to repeat): a placeholder
     for the flags.
     """
     if argv is None:
         return f"python main.py <the same flags> --resume {shlex.quote(str(last))}"
-    argv = [a for a in argv if not a.startswith("--resume=")]
-    if "--resume" in argv:
-        at = argv.index("--resume")
-        del argv[at: at + 2]
-    return shlex.join(["python", "main.py", *argv, "--resume", str(last)])
+    kept = [flag for flag in without_repeats(argv) if flag[0] != "resume"]
+    return shlex.join(["python", "main.py", *(token for _, tokens in kept for token in tokens), "--resume", str(last)])
+
+
+def without_repeats(argv: List[str], parser: Optional[argparse.ArgumentParser] = None) -> List[Tuple[str, List[str]]]:
+    """``argv`` as (dest, tokens) pairs, one per flag as written, where a flag given more than once
+    keeps only its last occurrence (argparse's rule: the last one wins; an ``append`` flag such as
+    ``--video`` keeps all). ``--flag=value`` and unique abbreviations are read as argparse reads them;
+    a token that names no flag is kept as it is (dest None)."""
+    parser = parser or build_parser()
+    options = parser._option_string_actions
+    groups: List[Tuple[Optional[str], List[str]]] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name = token.split("=", 1)[0]
+        action = options.get(name)
+        if action is None and name.startswith("--"):
+            matches = {a for flag, a in options.items() if flag.startswith(name)}
+            action = matches.pop() if len(matches) == 1 else None
+        if action is None:
+            groups.append((None, [token]))
+            i += 1
+            continue
+        take = 0 if "=" in token or action.nargs == 0 else 1 if action.nargs in (None, "?", 1) else None
+        if take is None:  # nargs "+" / "*": the values up to the next flag
+            take = 0
+            while i + 1 + take < len(argv) and not argv[i + 1 + take].startswith("-"):
+                take += 1
+        groups.append((action.dest, argv[i: i + 1 + take]))
+        i += 1 + take
+    last = {dest: at for at, (dest, _) in enumerate(groups)}
+    repeatable = {a.dest for a in parser._actions if isinstance(a, (argparse._AppendAction, argparse._CountAction))}
+    return [(dest, tokens) for at, (dest, tokens) in enumerate(groups)
+            if dest is None or dest in repeatable or last[dest] == at]
 
 
 class StopRequest:
@@ -131,7 +164,7 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        tqdm.write("Ctrl-C: stopping after this step and saving last.pt (press again to abort at once)")
+        progress_write("Ctrl-C: stopping after this step and saving last.pt (press again to abort at once)")
 
 
 @dataclass
@@ -232,7 +265,7 @@ class TrainingRun:
         self.last_eval = {"iteration": iteration, "summary": result.summary, "score": result.selection_score}
         self.log.log_evaluation(iteration, result.summary, improved)
         held_out = " (held-out videos)" if self.args.select_on == "holdout" else ""
-        tqdm.write(f"iteration {iteration}{held_out}: mAP@0.5 {result.summary.get('mAP@0.5', float('nan')):.2f}  "
+        progress_write(f"iteration {iteration}{held_out}: mAP@0.5 {result.summary.get('mAP@0.5', float('nan')):.2f}  "
                    f"{_headline(result.summary)}  cmAP {result.summary['cmAP']:.2f}"
                    + ("  (new best)" if improved else ""))
         return result
@@ -316,12 +349,14 @@ def train(args: argparse.Namespace, progress: bool = True, argv: Optional[List[s
 
     argv: the command line that asked for it (``main`` passes its own), repeated with
     ``--resume`` in the message after a Ctrl-C; nothing here reads ``sys.argv``.
+    progress: progress bars (drawn only on a terminal and without ``--quiet`` all the same).
     Raises TrainingStopped after a Ctrl-C (last.pt saved) and STCLError on a non-finite loss.
     """
+    progress = progress and bars_wanted(getattr(args, "quiet", False))  # a terminal, and no --quiet
     run = TrainingRun.start_or_resume(args, progress)
     iteration, stopped, running = run.start - 1, False, None
-    bar = tqdm(range(run.start, args.max_iter), initial=run.start, total=args.max_iter, desc="training",
-               disable=not progress)
+    bar = progress_bar(range(run.start, args.max_iter), initial=run.start, total=args.max_iter, desc="training",
+                       enabled=progress)
     with run.log:  # TensorBoard's files are closed however the run ends
         with StopRequest() as stop:
             for iteration in bar:
@@ -417,7 +452,7 @@ def seed_sweep(args: argparse.Namespace, argv: Optional[List[str]] = None) -> Li
 
 
 def seed_table(summaries: List[dict]) -> str:
-    """mean +- std (sample std, n-1) over seeds of every metric, best and last checkpoints."""
+    """mean +- std (sample std, n-1; "n/a" for one seed) over seeds of every metric, best and last checkpoints."""
     keys = list(summaries[0]["best"]["summary"])
     select_on = summaries[0].get("select_on", "test")
     lines = [f"{len(summaries)} seeds: {', '.join(str(s['seed']) for s in summaries)}; "

@@ -180,6 +180,8 @@ def add_device_options(p: argparse.ArgumentParser, amp_help: str) -> argparse._A
     run = p.add_argument_group("run")
     run.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda when available, else cpu")
     run.add_argument("--amp", action="store_true", help=amp_help)
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress bars (they are drawn only when stderr is a terminal anyway)")
     return run
 
 

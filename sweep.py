@@ -26,6 +26,7 @@ import csv
 import difflib
 import itertools
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ SWEEP_OWNED = {"seed": "give the seeds with --seeds", "seeds": "give the seeds w
                "holdout_seed": "configurations are compared on one held-out set, so --holdout-seed is one "
                                "for the whole sweep"}
 #: Options of a run that do not change its numbers: a finished run folder may differ in these.
-NOT_COMPARED = {"resume", "seeds", "device", "output_dir"}
+NOT_COMPARED = {"resume", "seeds", "device", "output_dir", "quiet"}
 
 
 class SweepError(STCLError):
@@ -134,13 +135,17 @@ def _read_grid_file(path: Path) -> List[Tuple[str, List[object], str]]:
     if not path.is_file():
         raise SweepError(f"grid file not found: {path}")
     text = path.read_text()
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
+    if path.suffix.lower() == ".json":
+        load = json.loads
+    else:
+        try:
             import yaml
-
-            data = yaml.safe_load(text)
+        except ImportError:
+            raise SweepError(f"{path}: a YAML grid file needs the yaml module (PyYAML), which is not installed: "
+                             f"{INSTALL_HINT}; or write the grid as JSON (a .json file)") from None
+        load = yaml.safe_load
+    try:
+        data = load(text)
     except Exception as exc:  # json.JSONDecodeError or yaml.YAMLError: a malformed file
         raise SweepError(f"{path}: cannot read the grid ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict) or not data:
@@ -305,7 +310,8 @@ def flat_metrics(summary: dict) -> Dict[str, float]:
 
 def aggregate(trials: List[dict], summaries: List[dict]) -> List[dict]:
     """Per configuration (in grid order): the seeds, each metric's per-seed values and mean +- std
-    (sample std, n-1; 0 for one seed) for the selected and the last checkpoint, and the mean score."""
+    (sample std, n-1; None for one seed: there is no spread to measure) for the selected and the last
+    checkpoint, and the mean score."""
     groups: Dict[str, dict] = {}
     for trial, summary in zip(trials, summaries):
         label = config_label(trial["config"])
@@ -342,8 +348,22 @@ def configuration_rule(select_on: str) -> str:
     return "highest mean over seeds of the selected checkpoints' score on the test set"
 
 
-def sweep_table(groups: List[dict], chosen: dict, select_on: str, selection: str) -> str:
-    """The whole sweep as text: one mean +- std block per configuration, then the ranking."""
+def score_name(args: argparse.Namespace, select_on: str) -> str:
+    """What the configurations are ranked by, as the ranking's column header: the dataset record's
+    selection score and where it was measured, e.g. ``sum mAP@0.1:0.7 (test)``."""
+    from dataset_record import dataset_record
+
+    record = dataset_record(args.dataset_name, args.use_model)
+    first, last = record.selection_thresholds[0], record.selection_thresholds[-1]
+    on = {"holdout": "held-out videos", "last": "test, last"}.get(select_on, "test")
+    return f"{record.selection} mAP@{first:g}:{last:g} ({on})"
+
+
+def sweep_table(groups: List[dict], chosen: dict, select_on: str, selection: str,
+                score: str = "selection score") -> str:
+    """The whole sweep as text: one mean +- std block per configuration, then the ranking.
+
+    score: the header of the ranking's score column (:func:`score_name`)."""
     lines = [f"checkpoints: {selection} (--select-on {select_on})",
              f"configuration: {configuration_rule(select_on)}", ""]
     for group in groups:
@@ -355,15 +375,15 @@ def sweep_table(groups: List[dict], chosen: dict, select_on: str, selection: str
             lines.append(f"  {key:<14}{cells[0]:>22}{cells[1]:>22}")
         lines.append("")
     width = max(len(g["label"]) for g in groups) + 2
-    on = "held-out videos" if select_on == "holdout" else "test set"
-    lines.append(f"{'configuration':<{width}}{'seeds':>6}{f'score ({on})':>24}"
-                 f"{'selected avg':>20}{'last avg':>20}")
     avg = next((k for k in ("avg 0.1:0.7", "avg 0.5:0.95") if k in groups[0]["best"]), None)
+    score_width = max(24, len(score) + 2)
+    headers = [f"selected {avg or 'avg'}", f"last {avg or 'avg'}"]
+    lines.append(f"{'configuration':<{width}}{'seeds':>6}{score:>{score_width}}{headers[0]:>22}{headers[1]:>22}")
     for group in groups:
         mark = " *" if group is chosen else ""
         cells = [format_mean_std(group[w][avg]) if avg else "-" for w in ("best", "last")]
-        lines.append(f"{group['label'] + mark:<{width}}{len(group['seeds']):>6}{format_mean_std(group['score']):>24}"
-                     f"{cells[0]:>20}{cells[1]:>20}")
+        lines.append(f"{group['label'] + mark:<{width}}{len(group['seeds']):>6}"
+                     f"{format_mean_std(group['score']):>{score_width}}{cells[0]:>22}{cells[1]:>22}")
     lines.append(f"* best configuration: {chosen['label']}" + (f"  (avg = {avg}, test set)" if avg else ""))
     return "\n".join(lines)
 
@@ -380,14 +400,20 @@ def write_results(output_dir: Path, model_name: str, groups: List[dict], chosen:
     for group in groups:
         for which, label in (("best", "selected"), ("last", "last")):
             rows.append([group["label"], *[format_value(group["config"][k]) for k in config_keys],
-                         " ".join(map(str, group["seeds"])), label, group["score"]["mean"], group["score"]["std"],
-                         *[group[which][k][s] for k in keys for s in ("mean", "std")]])
+                         " ".join(map(str, group["seeds"])), label, group["score"]["mean"],
+                         _csv_std(group["score"]["std"]),
+                         *[group[which][k]["mean"] if s == "mean" else _csv_std(group[which][k]["std"])
+                           for k in keys for s in ("mean", "std")]])
     with atomic_write(csv_path, newline="") as f:
         csv.writer(f).writerows(rows)
     payload = {"select_on": select_on, "selection": selection, "configuration_rule": configuration_rule(select_on),
                "best_configuration": chosen["label"], "configurations": groups}
     write_json(json_path, payload)
     return csv_path, json_path
+
+
+def _csv_std(std: Optional[float]):
+    return "n/a" if std is None else std
 
 
 # ======================================================================================
@@ -456,13 +482,45 @@ def run_sweep(sweep_args: argparse.Namespace, main_argv: List[str]) -> int:
     return report(results, trials, output_dir, base.model_name)
 
 
+#: Ray's and Tune's own logging, quietened: their warnings and INFO lines, the boxed status tables,
+#: and the workers' forwarded output (each trial's lines are in its run folder's files; the sweep
+#: prints one line per trial, :class:`TrialLines`).
+RAY_QUIET = {"log_to_driver": False, "logging_level": logging.ERROR, "include_dashboard": False}
+
+
+def _trial_lines(tune):
+    """A Tune callback printing one plain line when a trial starts, finishes or fails."""
+
+    class TrialLines(tune.Callback):
+        def __init__(self, total: int):
+            self.total, self.done = total, 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            print(f"trial {trial.config['trial']}: started", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            result = trial.last_result or {}
+            numbers = (f"error: {result['error']}" if "error" in result else
+                       f"selected mAP@0.5 {result.get('selected/mAP@0.5', float('nan')):.2f}, "
+                       f"last mAP@0.5 {result.get('last/mAP@0.5', float('nan')):.2f}")
+            print(f"trial {trial.config['trial']}: done ({numbers}) [{self.done} of {self.total}]", flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.done += 1
+            print(f"trial {trial.config['trial']}: failed (see below) [{self.done} of {self.total}]", flush=True)
+
+    return TrialLines
+
+
 def _run_on_ray(sweep_args: argparse.Namespace, trials: List[dict], output_dir: Path, model_name: str):
     """Run ``trials`` on Ray Tune (a local instance, or the cluster at ``--address``); the ResultGrid."""
     ray, tune = import_ray()
+    logging.getLogger("ray").setLevel(logging.ERROR)  # before init: its first warnings come from there
     if sweep_args.address:
-        ray.init(address=sweep_args.address, include_dashboard=False)
+        ray.init(address=sweep_args.address, **RAY_QUIET)
     else:
-        ray.init(num_cpus=sweep_args.num_cpus, include_dashboard=False)
+        ray.init(num_cpus=sweep_args.num_cpus, **RAY_QUIET)
     try:
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, trials={t["name"]: t for t in trials},
@@ -475,7 +533,7 @@ def _run_on_ray(sweep_args: argparse.Namespace, trials: List[dict], output_dir: 
                                         trial_name_creator=lambda t: t.config["trial"],
                                         trial_dirname_creator=lambda t: t.config["trial"]),
             run_config=tune.RunConfig(name=f"{model_name}_sweep", storage_path=str(output_dir / "ray"),
-                                      verbose=1))
+                                      verbose=0, callbacks=[_trial_lines(tune)(len(trials))]))
         return tuner.fit()
     finally:
         ray.shutdown()
@@ -505,7 +563,8 @@ def report(results, trials: List[dict], output_dir: Path, model_name: str) -> in
         select_on, selection = selection_rule(summaries)
         groups = aggregate([t for t, _ in done], summaries)
         chosen = choose_configuration(groups)
-        print("\n" + sweep_table(groups, chosen, select_on, selection))
+        score = score_name(parse_args(done[0][0]["argv"]), select_on)
+        print("\n" + sweep_table(groups, chosen, select_on, selection, score))
         csv_path, json_path = write_results(output_dir, model_name, groups, chosen, select_on, selection)
         print(f"\n{len(done)} of {len(trials)} trials aggregated: {csv_path}, {json_path}")
     if stopped:

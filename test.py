@@ -83,7 +83,7 @@ def _main(argv) -> int:
     reference = Reference.from_dataset(dataset, dataset_record(args.dataset_name, args.use_model), args.feature_fps)
     outputs = run_network(model, dataset, source, device, exemplar_mode=args.exemplar_mode,
                           exemplar_draws=args.exemplar_draws, exemplar_seed=args.exemplar_seed, amp=args.amp,
-                          bank=bank)
+                          bank=bank, progress=not args.quiet)
     result = evaluate(outputs, reference, **post_processing(args))
     ckpt_path = Path(args.pretrained_ckpt)
     out_dir = Path(args.output or ckpt_path.with_name(ckpt_path.stem + "_test"))

@@ -19,6 +19,9 @@ case "${1:-}" in
   --demo)
     shift
     [ -f dataset/demo/Thumos14reduced-I3D-JOINTFeatures.npy ] || python3 -m dataset.make_demo --out dataset/demo
+    # One torch thread, as for the ActivityNet demo: the demo's tensors are small, one thread is
+    # faster and the numbers do not move with the machine's core count. Set OMP_NUM_THREADS to override.
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
     exec python3 main.py --path-dataset dataset/demo --dataset-name Thumos14reduced --num-class 5 \
       --feature-size 64 --max-seqlen 64 --lr 0.001 --max-iter 1000 --interval 200 --k 7 \
       --use-model STCL_THU --seed 3552 --model-name demo "$@"

@@ -80,3 +80,27 @@ def exemplar_videos(dataset, m: int, rng):
     from exemplar_source import ExemplarSource
 
     return ExemplarSource(dataset, m, torch.device("cpu")).draw(rng).numpy()
+
+
+#: Optional dependencies some tests need, with their install hint (requirements-sweep.txt).
+OPTIONAL_MODULES = {"yaml": "pip install -r requirements-sweep.txt   (PyYAML)",
+                    "ray": "pip install -r requirements-sweep.txt   (Ray Tune)"}
+
+
+def require_module(name: str):
+    """Import the optional module ``name`` for a test: skip the test with the install hint when it is
+    missing, except on CI (environment CI=true), where a missing module fails the test instead, so
+    that CI never passes by skipping."""
+    import importlib
+    import os
+
+    import pytest
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        hint = OPTIONAL_MODULES.get(name, f"pip install {name}")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"the optional module {name!r} is missing, and CI=true requires every test to run: {hint}",
+                        pytrace=False)
+        pytest.skip(f"needs the optional module {name!r}, which is not installed: {hint}")

@@ -18,6 +18,7 @@ import pytest
 import main as main_module
 import sweep
 from dataset.make_demo import make_demo_dataset
+from helpers import require_module
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = ["--num-class", "3", "--feature-size", "32", "--max-seqlen", "48", "--num-exemplars", "4", "--device", "cpu",
@@ -81,7 +82,7 @@ def swept(demo):
     """A 2-trial sweep (lr=1e-3, seeds 1 and 2, selecting on held-out videos), SIGKILLed once one
     trial finished and the other had saved a last.pt, then run again to the end.
     Returns (argv, finished run dir, midway run dir, mtimes of the finished one, log of the rerun)."""
-    pytest.importorskip("ray")
+    require_module("ray")
     argv = ["sweep.py", "--grid", "lr=1e-3", "--seeds", "1,2", "--num-cpus", "2", "--max-concurrent", "1",
             "--path-dataset", str(demo / "demo"), *DEMO, "--output-dir", str(demo / "runs"), "--model-name", "t"]
     # Ray runs its workers at nice 15: on a busy machine they would wait for every other process.
@@ -127,6 +128,15 @@ def test_killed_sweep_continues_without_rerunning_finished_trials(swept):
     assert f"{midway.name}: unfinished, resumes from {midway / 'last.pt'}" in log
     assert (midway / "summary.json").is_file()
     assert [int(r["iteration"]) for r in read_csv(midway / "results.csv")] == [10, 20, 30]
+
+
+def test_sweep_log_is_plain_text_without_rays_own_output(swept):
+    *_, midway, _, log = swept
+    assert "\x1b[" not in log and "\r" not in log  # no ANSI colours, no redraws in a file
+    assert "Trial status" not in log and "╭" not in log  # no Tune status boxes
+    assert "(run_trial pid=" not in log and "INFO" not in log  # no forwarded worker lines, no Ray INFO
+    assert f"trial {midway.name}: done (selected mAP@0.5 " in log  # the sweep's own line per trial
+    assert "mean mAP@" not in log and "sum mAP@0.1:0.7 (held-out videos)" in log and "+- " in log
 
 
 def test_each_trial_equals_the_same_run_made_alone(swept, demo):
@@ -202,11 +212,50 @@ def test_trials_are_run_folders_named_by_configuration_and_seed(demo, tmp_path):
     assert main_module.parse_args(trials[0]["argv"]).amp is False
 
 
-def test_grid_file_yaml_and_json(tmp_path):
-    (tmp_path / "g.yaml").write_text("lr: [5.0e-5, 1.0e-4]\nalpha3: 0.5\n")
+def test_grid_file_json(tmp_path):
     (tmp_path / "g.json").write_text('{"--max-iter": [100, 200]}')
-    assert sweep.parse_grid([], str(tmp_path / "g.yaml")) == {"lr": [5e-5, 1e-4], "alpha3": [0.5]}
     assert sweep.parse_grid(["k=5,7"], str(tmp_path / "g.json")) == {"max_iter": [100, 200], "k": [5.0, 7.0]}
+
+
+def test_grid_file_yaml(tmp_path):
+    require_module("yaml")
+    (tmp_path / "g.yaml").write_text("lr: [5.0e-5, 1.0e-4]\nalpha3: 0.5\n")
+    assert sweep.parse_grid([], str(tmp_path / "g.yaml")) == {"lr": [5e-5, 1e-4], "alpha3": [0.5]}
+
+
+def test_a_yaml_grid_without_pyyaml_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    (tmp_path / "g.yaml").write_text("lr: [5.0e-5, 1.0e-4]\n")
+    assert sweep.main(["--grid-file", str(tmp_path / "g.yaml"), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'g.yaml'}: a YAML grid file needs the yaml module (PyYAML)" in err
+    assert "pip install -r requirements-sweep.txt" in err and "cannot read the grid" not in err
+
+
+@pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
+def test_a_missing_optional_module_skips_with_its_hint_but_fails_on_ci(ci, outcome, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="requirements-sweep.txt"):
+        require_module("yaml")
+
+
+def test_ranking_names_its_score_and_one_seed_has_no_std():
+    trials = [{"config": {"lr": lr}, "seed": 0, "run_dir": f"r{lr}"} for lr in (1e-3, 5e-4)]
+    groups = sweep.aggregate(trials, [_summary(0, 443.32, 1.0), _summary(0, 400.0, 2.0)])
+    assert groups[0]["score"]["std"] is None and groups[0]["best"]["mAP@0.5"]["std"] is None
+    args = main_module.parse_args(["--dataset-name", "Thumos14reduced"])
+    name = sweep.score_name(args, "test")
+    assert name == "sum mAP@0.1:0.7 (test)"
+    assert sweep.score_name(main_module.parse_args(["--dataset-name", "ActivityNet1.2"]), "holdout") == \
+        "mean mAP@0.5:0.95 (held-out videos)"
+    table = sweep.sweep_table(groups, groups[0], "test", "rule", name)
+    header = next(line for line in table.splitlines() if line.startswith("configuration "))
+    assert "sum mAP@0.1:0.7 (test)" in header and "score (test set)" not in header
+    assert "443.32 +- n/a" in table and "1.00 +- n/a" in table and "+- 0.00" not in table
+    seeds = main_module.seed_table([{"seed": 1, "selection": "rule", "best": {"summary": {"cmAP": 3.0}},
+                                     "last": {"summary": {"cmAP": 2.0}}}])
+    assert "3.00 +- n/a" in seeds and "+- 0.00" not in seeds
 
 
 @pytest.mark.parametrize("argv, message", [

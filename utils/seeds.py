@@ -8,10 +8,11 @@ import numpy as np
 
 
 def mean_std(values) -> dict:
-    """``{"values", "mean", "std"}`` of ``values``: the sample std (n - 1), 0 for one value."""
+    """``{"values", "mean", "std"}`` of ``values``: the sample std (n - 1); None for one value (no
+    spread was measured)."""
     values = np.asarray(values, dtype=np.float64)
     return {"values": values.tolist(), "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            "std": float(values.std(ddof=1)) if len(values) > 1 else None}
 
 
 def over_seeds(summaries: List[dict]) -> Dict[str, Dict[str, dict]]:
@@ -23,4 +24,5 @@ def over_seeds(summaries: List[dict]) -> Dict[str, Dict[str, dict]]:
 
 
 def format_mean_std(stats: dict) -> str:
-    return f"{stats['mean']:.2f} +- {stats['std']:.2f}"
+    """``mean +- std``; ``mean +- n/a`` for one seed."""
+    return f"{stats['mean']:.2f} +- " + ("n/a" if stats["std"] is None else f"{stats['std']:.2f}")
