@@ -27,6 +27,7 @@ import difflib
 import itertools
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -517,6 +518,8 @@ def _run_on_ray(sweep_args: argparse.Namespace, trials: List[dict], output_dir: 
     """Run ``trials`` on Ray Tune (a local instance, or the cluster at ``--address``); the ResultGrid."""
     ray, tune = import_ray()
     logging.getLogger("ray").setLevel(logging.ERROR)  # before init: its first warnings come from there
+    # Tune's newer console output prints its experiment box at any verbosity; the older one is silent at 0
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if sweep_args.address:
         ray.init(address=sweep_args.address, **RAY_QUIET)
     else:

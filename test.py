@@ -12,6 +12,7 @@ reports are ``protocol.py`` (numpy only). main.py evaluates with ``inference.tes
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from inference import evaluation_bank, post_processing, run_network
 from options import build_test_parser, parse_checkpoint_command, restorable_options
 from protocol import Reference, cas_network, draw_videos, evaluate, load_cas, report, save_cas
 from utils import checkpoint as ckpt
+from utils.atomic import write_text
 from utils.device import choose_device
 from utils.errors import STCLError
 from wsad_dataset import build_dataset
@@ -32,6 +34,28 @@ def network_settings(args: argparse.Namespace) -> dict:
     return {"exemplar_mode": args.exemplar_mode, "exemplar_draws": args.exemplar_draws,
             "exemplar_seed": args.exemplar_seed, "num_exemplars": args.num_exemplars,
             "feature_fps": args.feature_fps}
+
+
+def export_command(args: argparse.Namespace, exported: Path) -> str:
+    """The test.py command line that evaluates the exported released state dict ``exported`` to the
+    numbers of ``args`` (the options of the checkpoint it was made from): ``--path-dataset`` and every
+    option test.py restores from a checkpoint (data, model, post-processing) that
+    ``test.py --pretrained-ckpt exported`` alone would resolve otherwise (N, the dataset name, ...)."""
+    restorable = restorable_options(build_test_parser())
+    bare = load_checkpoint(*parse_checkpoint_command(build_test_parser, ["--pretrained-ckpt", str(exported)]),
+                           restorable).args
+    actions = {a.dest: a for a in build_test_parser()._actions if a.option_strings}
+    flags = ["--pretrained-ckpt", str(exported), "--path-dataset", str(args.path_dataset)]
+    for dest in sorted(restorable & set(actions), key=list(actions).index):
+        value = getattr(args, dest, None)
+        if dest == "path_dataset" or value is None or getattr(bare, dest, None) == value:
+            continue
+        action = actions[dest]
+        if action.nargs == 0:  # a switch: given when on
+            flags += [action.option_strings[-1]] if value == action.const else []
+        else:
+            flags += [action.option_strings[-1], str(value)]  # str of a float: its exact repr
+    return shlex.join(["python", "test.py", *flags])
 
 
 def main(argv=None) -> int:
@@ -58,6 +82,10 @@ def _main(argv) -> int:
     if args.export_official:
         path = ckpt.save_atomic(ckpt.project_to_released(model.state_dict()), args.export_official)
         print(f"wrote the weights in the released STCL-Net format to {path}")
+        command = export_command(args, path)
+        note = path.with_name(path.name + ".txt")
+        write_text(note, "# a released state dict carries no options: evaluate it with these\n" + command + "\n")
+        print(f"it carries no options; evaluate it to these numbers with (also in {note}):\n  {command}")
         if not Path(args.path_dataset).exists():
             print(f"(no dataset at {args.path_dataset}: export only, nothing evaluated)")
             return 0
