@@ -189,22 +189,35 @@ def clock(seconds: float) -> str:
     return f"{int(hours):02d}:{int(minutes):02d}:{secs:05.2f}"
 
 
-def shown(detections: List[Detection], top: int, min_score: Optional[float]) -> List[Detection]:
-    """The detections of the table: by descending score, at least ``min_score``, at most ``top``."""
-    ranked = sorted(detections, key=lambda d: -d.score)
+def distinct(detections: List[Detection]) -> List[Detection]:
+    """The detections by descending score with exact duplicates (the same class, start and end)
+    merged into one, keeping the best score (soft-NMS keeps a duplicate with a decayed score)."""
+    seen, kept = set(), []
+    for d in sorted(detections, key=lambda d: -d.score):
+        key = (d.label, d.start, d.end)
+        if key not in seen:
+            seen.add(key)
+            kept.append(d)
+    return kept
+
+
+def shown(detections: List[Detection], top: int, min_score: Optional[float], every: bool = False) -> List[Detection]:
+    """The detections of the table: distinct segments (:func:`distinct`) by descending score, at
+    least ``min_score``, at most ``top``; ``every`` (``--all``): every detection, duplicates too."""
+    ranked = sorted(detections, key=lambda d: -d.score) if every else distinct(detections)
     if min_score is not None:
         ranked = [d for d in ranked if d.score >= min_score]
-    return ranked[:max(0, top)]
+    return ranked if every else ranked[:max(0, top)]
 
 
 def format_video(name: str, num_snippets: int, seconds_per_snippet: float, detections: List[Detection],
                  scores: np.ndarray, class_names: List[str], top: int = 10, min_score: Optional[float] = None,
-                 class_threshold: float = CLASS_THRESHOLD) -> str:
+                 class_threshold: float = CLASS_THRESHOLD, every: bool = False) -> str:
     """The printed report of one video: its video-level class scores and its top detections."""
     ranked = np.argsort(-scores, kind="stable")
     classes = "  ".join(f"{class_names[c]} {scores[c]:.3f}{'*' if scores[c] >= class_threshold else ''}"
                         for c in ranked[:5])
-    table = shown(detections, top, min_score)
+    table = shown(detections, top, min_score, every)
     width = max([len("class")] + [len(d.class_name) for d in table])
     lines = [f"{name}: {num_snippets} snippets, {num_snippets * seconds_per_snippet:.1f} s",
              f"  video-level class scores (* = at least {class_threshold:g}, localized): {classes}",
@@ -212,7 +225,10 @@ def format_video(name: str, num_snippets: int, seconds_per_snippet: float, detec
     for i, d in enumerate(table, 1):
         lines.append(f"  {i:>3}  {d.class_name:<{width}}  {d.start:>9.2f}  {d.end:>9.2f}  {clock(d.start):>11}  "
                      f"{clock(d.end):>11}  {d.score:.3f}")
-    limit = f"top {top}" + ("" if min_score is None else f" scoring at least {min_score:g}")
+    limit = ("--all" if every else f"top {top}") + ("" if min_score is None else f" scoring at least {min_score:g}")
+    merged = len(detections) - len(distinct(detections))
+    if merged and not every:
+        limit += f"; {merged} exact duplicates merged, --all shows every row"
     lines.append(f"  ({len(table)} of {len(detections)} detections shown: {limit})")
     return "\n".join(lines)
 
@@ -231,8 +247,11 @@ def no_ground_truth_reference(names: List[str], class_names: List[str], seconds_
 
 
 def default_output(first_input: str) -> Path:
+    """``runs/localize/<name>``: the first input's file name without its suffix (a folder: its name),
+    under the current folder, never inside the input's folder."""
     path = Path(first_input)
-    return path.parent / f"{path.stem if path.suffix.lower() in (*VIDEO_SUFFIXES, '.npy') else path.name}_localized"
+    name = path.stem if path.suffix.lower() in (*VIDEO_SUFFIXES, ".npy") else (path.resolve().name or "input")
+    return Path("runs") / "localize" / name
 
 
 # ======================================================================================
@@ -282,7 +301,7 @@ def _main(argv) -> int:
         detections[video.name] = as_detections(table, class_names, scale)
         scores[video.name] = class_scores(cas, attn)
         print(format_video(video.name, len(cas), scale, detections[video.name], scores[video.name], class_names,
-                           own.top, own.min_score) + "\n")
+                           own.top, own.min_score, every=own.all) + "\n")
         write_json(out_dir / "detections.json", activitynet_results(detections))  # after every video: none lost
         write_json(out_dir / "classification.json", classification_json(scores, class_names))
 
@@ -295,7 +314,8 @@ def _main(argv) -> int:
             write_cas_folder(Path(own.save_cas), outputs, reference.to_json(), proposals)
             written.append(Path(own.save_cas))
         if own.figures:
-            written += draw(outputs, detections, class_names, out_dir / "figures", scale, own.top, own.min_score)
+            written += draw(outputs, detections, class_names, out_dir / "figures", scale, own.top, own.min_score,
+                            own.all)
         print("wrote " + ", ".join(map(str, written)))
     done = f"{len(outputs)} of {len(outputs) + len(failures)} inputs localized"
     if failures:
@@ -311,14 +331,14 @@ def class_names_of(bank: EvaluationBank, num_class: int) -> List[str]:
 
 
 def draw(outputs, detections: Dict[str, List[Detection]], class_names: List[str], out_dir: Path, scale: float,
-         top: int, min_score: Optional[float]) -> List[Path]:
+         top: int, min_score: Optional[float], every: bool = False) -> List[Path]:
     """One PNG per video, without ground truth (utils/visualize.py): the detections of the
     printed table (``top``, ``min_score``), the actionness and the CAS of the top classes."""
     from utils.visualize import visualize_videos
 
     det_by = {}
     for name, dets in detections.items():
-        table = shown(dets, top, min_score)
+        table = shown(dets, top, min_score, every)
         det_by[name] = (np.array([d.start for d in table]) / scale, np.array([d.end for d in table]) / scale,
                         np.array([d.label for d in table], np.int64), np.array([d.score for d in table]))
     return visualize_videos({n: o[0] for n, o in outputs.items()}, {n: o[1] for n, o in outputs.items()}, None,

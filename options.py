@@ -311,8 +311,11 @@ def build_localize_parser() -> argparse.ArgumentParser:
                      help="a (T, D) .npy features file, a video file, or a folder of them")
     own.add_argument("--output", default=None,
                      help="folder for detections.json, classification.json and figures/; "
-                          "unset: <first input>_localized/ next to the first input")
+                          "unset: runs/localize/<first input's name>/ (under the current folder)")
     own.add_argument("--top", type=int, default=10, help="print at most this many detections per video")
+    own.add_argument("--all", action="store_true",
+                     help="print (and draw) every detection: no --top limit, and exact duplicates (the same "
+                          "class, start and end, which soft-NMS keeps with decayed scores) not merged")
     own.add_argument("--min-score", type=float, default=None,
                      help="print (and draw) only detections scoring at least this; detections.json keeps them all")
     own.add_argument("--figures", action="store_true",

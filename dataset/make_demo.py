@@ -4,6 +4,7 @@ without the real features.
     python -m dataset.make_demo [--out dataset/demo] [--difficulty 0.5] [--seed 0]
                                 [--num-train 40] [--num-test 30] [--num-class 5] [--feature-size 64]
     python -m dataset.make_demo --layout activitynet --out dataset/demo_activitynet
+    python -m dataset.make_demo --out dataset/demo --per-video-features features/   # + test videos as .npy
 
 then train with `--path-dataset dataset/demo --num-class 5 --feature-size 64` (or
 `bash train.sh --demo` / `bash train.sh --demo-activitynet`).
@@ -37,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from utils.evaluation import FEATURE_FPS, SNIPPET_FRAMES
-from utils.layout import ANNOTATIONS_SUFFIX, JOINT_FEATURES_SUFFIX, REQUIRED_ANNOTATIONS
+from utils.atomic import save_npy
+from utils.layout import (ANNOTATIONS_SUFFIX, JOINT_FEATURES_SUFFIX, REQUIRED_ANNOTATIONS, check_video_name, file_in,
+                          load_npy, text_array)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "demo"
 DEFAULT_NAME = "Thumos14reduced"
@@ -110,6 +113,28 @@ def make_demo_dataset(out_dir=DEFAULT_OUT, *, num_train=40, num_test=30, num_cla
     _write_atomically(out_dir, dataset_name, lambda staging: _write_layout(
         staging, dataset_name, class_names, videos, features, ambiguous))
     return out_dir
+
+
+def write_per_video_features(dataset_dir, out_dir, dataset_name: str = DEFAULT_NAME) -> list[Path]:
+    """Each test video of the dataset at ``dataset_dir`` as ``out_dir/<video>.npy``, its ``(T, D)``
+    float32 snippet features, written atomically: the files ``localize.py`` reads.
+
+    The test subset is 'test' (THUMOS layout) or 'validation' (ActivityNet layout). The
+    dataset's files are read with the project's safe reader (utils.layout).
+    """
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    folder = dataset_dir / f"{dataset_name}{ANNOTATIONS_SUFFIX}"
+    names = text_array(folder / "videoname.npy", "video names")
+    subsets = text_array(folder / "subset.npy", "subsets")
+    features = load_npy(dataset_dir / f"{dataset_name}{JOINT_FEATURES_SUFFIX}", "features")
+    test = "test" if "test" in subsets else "validation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, subset, array in zip(names, subsets, features):
+        if subset == test:
+            name = check_video_name(name, str(folder / "videoname.npy"))
+            written.append(save_npy(file_in(out_dir, name, ".npy"), np.asarray(array, dtype=np.float32)))
+    return written
 
 
 def ensure_demo(out_dir=DEFAULT_OUT, **kwargs) -> Path:
@@ -335,6 +360,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--num-test", type=int, default=30, help="test videos")
     parser.add_argument("--num-class", type=int, default=5, help="action classes C")
     parser.add_argument("--feature-size", type=int, default=64, help="feature width D (even: two streams)")
+    parser.add_argument("--per-video-features", type=Path, default=None, metavar="DIR",
+                        help="also write each test video's (T, D) features as DIR/<video>.npy: the input "
+                             "localize.py reads")
     args = parser.parse_args(argv)
     out = make_demo_dataset(args.out, num_train=args.num_train, num_test=args.num_test, num_class=args.num_class,
                             feature_size=args.feature_size, difficulty=args.difficulty, seed=args.seed,
@@ -342,6 +370,10 @@ def main(argv: list[str] | None = None) -> Path:
     name = args.dataset_name or DEFAULT_NAMES[args.layout]
     print(f"demo dataset written to {out}; train on it with --path-dataset {out} --dataset-name "
           f"{name} --num-class {args.num_class} --feature-size {args.feature_size}")
+    if args.per_video_features:
+        written = write_per_video_features(out, args.per_video_features, name)
+        print(f"{len(written)} test videos' features written to {args.per_video_features}/<video>.npy "
+              f"(localize.py --pretrained-ckpt CKPT {args.per_video_features})")
     return out
 
 

@@ -28,7 +28,8 @@ def test_following_the_printed_command_gives_the_checkpoints_numbers(tmp_path, c
     assert "--max-seqlen" in argv and argv[argv.index("--max-seqlen") + 1] == "48"
     assert argv[argv.index("--gamma-oic") + 1] == "0.3"
     assert test_module.main([*argv[2:], "--output", str(tmp_path / "eval_exported"), "--quiet"]) == 0
-    numbers = [json.loads((tmp_path / f / "metrics.json").read_text())["summary"] for f in ("eval_best", "eval_exported")]
+    numbers = [json.loads((tmp_path / f / "metrics.json").read_text())["summary"]
+               for f in ("eval_best", "eval_exported")]
     assert numbers[0] == numbers[1]
     # without the printed options (N = 500 from the record) the numbers are not the checkpoint's
     assert test_module.main(["--pretrained-ckpt", str(exported), "--path-dataset", str(demo),

@@ -7,6 +7,7 @@ exactly what test.py evaluates, not how well the model localizes.
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,12 +174,14 @@ def test_the_api_returns_the_same_detections_by_score(run, tmp_path):
         sorted(e["segment"] + [e["score"]] for e in expected)
 
 
-def test_folder_input_save_cas_and_figures(run, tmp_path):
+def test_folder_input_save_cas_and_figures(run, tmp_path, monkeypatch):
     _, data, run_dir = run
-    plain = write_test_features(data, tmp_path / "features")
-    assert localize.main(["--pretrained-ckpt", str(run_dir / "best.pt"), str(tmp_path / "features"),
+    plain = write_test_features(data, tmp_path / "inputs" / "features")
+    monkeypatch.chdir(tmp_path)  # the default output goes under the current folder's runs/localize/
+    assert localize.main(["--pretrained-ckpt", str(run_dir / "best.pt"), str(tmp_path / "inputs" / "features"),
                           "--figures", "--save-cas", str(tmp_path / "cas")]) == 0
-    out = tmp_path / "features_localized"
+    out = tmp_path / "runs" / "localize" / "features"
+    assert not [p for p in (tmp_path / "inputs").iterdir() if p.name != "features"]  # nothing beside the input
     results = json.loads((out / "detections.json").read_text())["results"]
     assert len(results) == 6 and set(plain) <= set(results)
     pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
@@ -309,3 +312,57 @@ def test_videos_go_through_the_feature_extractor_and_bad_videos_are_named(run, t
     assert f"{tmp_path / 'short.mp4'}" in err and f"{tmp_path / 'broken.mp4'}" in err
     assert err.count("error: ") == 3 and "Traceback" not in err and "1 of 4 inputs localized; 3 failed" in err
     assert list(json.loads((tmp_path / "o" / "detections.json").read_text())["results"]) == [good]
+
+
+# -- the printed table: distinct segments; --all; the per-video inputs of make_demo ---------------
+
+def _detection(label, start, end, score):
+    from inference import Detection
+
+    return Detection(label, f"Action{label}", start, end, score)
+
+
+def test_the_table_merges_exact_duplicates_keeping_the_best_score_and_all_prints_every_row():
+    # soft-NMS keeps a duplicate with a decayed score: three rows of one segment, one of another class
+    detections = [_detection(0, 0.0, 2.56, 0.4), _detection(0, 0.0, 2.56, 0.9), _detection(1, 0.0, 2.56, 0.5),
+                  _detection(0, 0.0, 2.56, 0.1), _detection(0, 1.0, 2.56, 0.3)]
+    table = localize.shown(detections, top=10, min_score=None)
+    assert [(d.label, d.start, d.end, d.score) for d in table] == \
+        [(0, 0.0, 2.56, 0.9), (1, 0.0, 2.56, 0.5), (0, 1.0, 2.56, 0.3)]
+    assert len(localize.shown(detections, top=10, min_score=None, every=True)) == 5
+    assert len(localize.shown(detections, top=2, min_score=None, every=True)) == 5  # --all: no --top limit
+    text = localize.format_video("v", 4, 0.64, detections, np.array([0.9, 0.5, 0.1]), ["A0", "A1", "A2"])
+    rows = [line for line in text.splitlines() if "00:00:00.00" in line]
+    assert len(rows) == 2 and "(3 of 5 detections shown: top 10; 2 exact duplicates merged" in text
+    every = localize.format_video("v", 4, 0.64, detections, np.array([0.9, 0.5, 0.1]), ["A0", "A1", "A2"],
+                                  every=True)
+    assert len([line for line in every.splitlines() if "00:00:00.00" in line]) == 4
+
+
+def test_default_output_is_under_runs_localize_not_beside_the_input():
+    assert localize.default_output("features/video_1.npy") == Path("runs/localize/video_1")
+    assert localize.default_output("/data/clips/match.mp4") == Path("runs/localize/match")
+    assert localize.default_output("/data/features") == Path("runs/localize/features")
+
+
+def test_make_demo_writes_each_test_videos_features_for_localize(run, tmp_path, capsys):
+    from dataset import make_demo
+
+    _, _, run_dir = run
+    out = tmp_path / "per_video"
+    data = make_demo.main(["--out", str(tmp_path / "demo"), "--num-train", "12", "--num-test", "6",
+                           "--num-class", str(C), "--feature-size", str(D), "--seed", "2",
+                           "--per-video-features", str(out)])
+    assert f"6 test videos' features written to {out}" in capsys.readouterr().out
+    folder = data / "Thumos14reduced-Annotations"
+    names, subset = np.load(folder / "videoname.npy"), np.load(folder / "subset.npy")
+    features = np.load(data / "Thumos14reduced-I3D-JOINTFeatures.npy", allow_pickle=True)
+    expected = {names[i].decode(): features[i] for i in np.flatnonzero(subset == b"test")}
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.npy" for n in expected)  # no temporary left
+    for name, array in expected.items():
+        written = np.load(out / f"{name}.npy", allow_pickle=False)
+        assert written.dtype == np.float32 and written.shape == (len(array), D)
+        np.testing.assert_array_equal(written, array.astype(np.float32))
+    assert localize.main(["--pretrained-ckpt", str(run_dir / "best.pt"), str(out),
+                          "--output", str(tmp_path / "loc")]) == 0
+    assert len(json.loads((tmp_path / "loc" / "detections.json").read_text())["results"]) == 6
