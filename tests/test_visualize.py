@@ -268,3 +268,59 @@ def test_best_marker_follows_the_selected_checkpoint(tmp_path):
     run = write_run(tmp_path / "run", results)
     data = learning_curve_data(read_results(run / "results.csv"), read_losses(run / "losses.csv"))
     assert data.best_iteration == 400
+
+
+# -- detections that can be counted (issue 25) ----------------------------------------------------
+
+def _overlapping_figure_data():
+    from utils.visualize import video_figure_data as figure_data
+
+    rng = np.random.default_rng(0)
+    cas, attn = rng.normal(size=(100, 4)), rng.random(100)
+    detections = (np.array([0, 18, 22, 25, 58, 61, 41]), np.array([100, 41, 39, 45, 82, 79, 58]),
+                  np.array([0, 0, 0, 0, 1, 1, 1]), np.array([0.9, 1.2, 1.1, 0.8, 1.3, 0.7, 0.6]))
+    return figure_data(cas, attn, np.array([[20, 40], [60, 80]]), np.array([0, 1]), detections,
+                       ["Jump", "Run", "Swim"])
+
+
+def test_overlapping_detections_get_lanes_of_their_own_and_touching_ones_share():
+    from utils.visualize import assign_lanes
+
+    segments = np.array([[0, 10], [2, 5], [5, 8], [10, 12], [3, 4]], dtype=float)
+    lanes = assign_lanes(segments)
+    assert lanes.tolist() == [0, 1, 1, 0, 2]  # [2, 5) and [5, 8) touch: one lane
+    for lane in set(lanes.tolist()):
+        spans = sorted(segments[lanes == lane].tolist())
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), lane
+
+
+def test_lane_bars_do_not_overlap_carry_scores_and_mark_the_whole_video_detection():
+    from utils.visualize import lane_bars, lane_rows
+
+    data = _overlapping_figure_data()
+    bars = lane_bars(data)
+    detections = [b for b in bars if b.kind == "det"]
+    assert len(detections) == 7 and sorted(b.score for b in detections) == [0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.3]
+    by_row = {}
+    for bar in bars:
+        by_row.setdefault(bar.row, []).append(bar)
+    for row, lane in by_row.items():
+        assert len({(b.kind, b.c) for b in lane}) == 1, row  # one class and kind per lane
+        spans = sorted((b.start, b.end) for b in lane)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), row
+    assert [b.whole_video for b in detections if b.score == 0.9] == [True]  # snippets 0..100 of 100
+    assert sum(b.whole_video for b in detections) == 1
+    # Jump: GT + 4 lanes (the whole-video one overlaps all three others); Run: GT + 2; Swim: GT + 1 empty
+    assert lane_rows(data) == 5 + 3 + 2 and max(b.row for b in bars) < lane_rows(data)
+
+
+def test_legend_swatches_are_the_colours_of_the_class_bars(tmp_path):
+    from utils.visualize import lane_bars, legend_entries, plot_video as draw
+
+    data = _overlapping_figure_data()
+    legend = {label: colour for label, colour, _ in legend_entries(data)}
+    for bar in lane_bars(data):
+        assert legend[data.class_names[list(data.classes).index(bar.c)]] == bar.colour
+    assert any(hatch == "//" for *_, hatch in legend_entries(data))  # the whole-video style is explained
+    assert len({legend[name] for name in data.class_names}) == len(data.class_names)
+    assert_png(draw(data, tmp_path / "v.png"), 1200, 600)

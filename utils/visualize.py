@@ -125,7 +125,7 @@ def plot_video(data: VideoFigureData, out_png, title: str = "") -> Path:
     lanes per class, the actionness curve, and the CAS of the drawn classes."""
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     lanes, actionness, cas = fig.subplots(3, 1, sharex=True,
-                                          height_ratios=[max(2, len(data.classes)), 1, 1.5])
+                                          height_ratios=[max(2, min(8, lane_rows(data) / 2)), 1, 1.5])
     _draw_segment_lanes(lanes, data)
     _draw_actionness(actionness, data)
     _draw_cas(cas, data)
@@ -216,30 +216,123 @@ def _class_colour(c: int):
     return colormaps["tab20"]((2 * c) % 20 + (c // 10) % 2)
 
 
-def _draw_segment_lanes(axes, data: VideoFigureData) -> None:
-    """Two lanes per class, top to bottom: ground truth (solid), detections (translucent);
-    only the detection lane when the video has no ground truth."""
-    lanes = 2 if data.has_ground_truth else 1
-    ticks, labels = [], []
-    for row, (c, name) in enumerate(zip(data.classes, data.class_names)):
-        gt_y, det_y = -lanes * row, -lanes * row - (lanes - 1)
-        colour = _class_colour(c)
+#: A detection covering at least this share of the video is drawn as a whole-video detection
+#: (hatched and labelled), so that it does not read as one long, sure instance.
+WHOLE_VIDEO_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class LaneBar:
+    """One bar of the segment lanes: a ground-truth instance or a detection, in seconds.
+
+    row: the lane's position (0 at the top, one lane below another); lane: the detection's
+    sub-lane within its class (detections of one lane never overlap); colour: the class's.
+    """
+
+    kind: str  # "gt" or "det"
+    c: int
+    row: int
+    lane: int
+    start: float
+    end: float
+    score: float
+    whole_video: bool
+    colour: tuple
+
+
+def assign_lanes(segments: np.ndarray) -> np.ndarray:
+    """A lane per [start, end) segment such that segments of one lane do not overlap (touching is
+    fine): the fewest lanes, by start time, each segment in the first lane free at its start. (n,) ints."""
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    lanes = np.zeros(len(segments), dtype=np.int64)
+    ends: list = []  # the end of the last segment of each lane
+    for i in np.lexsort((segments[:, 1], segments[:, 0])):
+        start, end = segments[i]
+        free = next((k for k, e in enumerate(ends) if e <= start), None)
+        if free is None:
+            free = len(ends)
+            ends.append(end)
+        ends[free] = end
+        lanes[i] = free
+    return lanes
+
+
+def lane_bars(data: VideoFigureData) -> list:
+    """Every bar of the segment lanes, top to bottom: per class its ground-truth lane (when the
+    video has ground truth), then as many detection lanes as its overlapping detections need."""
+    bars, row = [], 0
+    for c in data.classes.tolist():
+        colour = tuple(_class_colour(c))
         if data.has_ground_truth:
-            axes.broken_barh(_as_spans(data.gt[c]), (gt_y - 0.4, 0.8), color=colour)
-            ticks.append(gt_y)
+            for start, end in data.gt[c]:
+                bars.append(LaneBar("gt", c, row, 0, float(start), float(end), float("nan"), False, colour))
+            row += 1
+        segments, scores = data.detections[c], data.detection_scores[c]
+        lanes = assign_lanes(segments)
+        for (start, end), score, lane in zip(segments, scores, lanes):
+            whole = (end - start) >= WHOLE_VIDEO_SHARE * data.duration
+            bars.append(LaneBar("det", c, row + int(lane), int(lane), float(start), float(end), float(score),
+                                bool(whole), colour))
+        row += max(1, int(lanes.max()) + 1 if len(lanes) else 1)
+    return bars
+
+
+def lane_rows(data: VideoFigureData) -> int:
+    """How many lanes :func:`lane_bars` uses."""
+    rows = 0
+    for c in data.classes.tolist():
+        lanes = assign_lanes(data.detections[c])
+        rows += (1 if data.has_ground_truth else 0) + max(1, int(lanes.max()) + 1 if len(lanes) else 1)
+    return rows
+
+
+def legend_entries(data: VideoFigureData) -> list:
+    """(label, facecolour, hatch) of the segment lanes' legend: one swatch per drawn class, in its
+    colour, then the styles: ground truth (filled), detection (outlined), whole video (hatched)."""
+    entries = [(name, tuple(_class_colour(c)), "") for c, name in zip(data.classes.tolist(), data.class_names)]
+    if data.has_ground_truth:
+        entries.append(("ground truth: filled", (0.5, 0.5, 0.5, 1.0), ""))
+    entries.append(("detection: outlined, with its score", (1.0, 1.0, 1.0, 1.0), ""))
+    entries.append((f"whole video (>= {WHOLE_VIDEO_SHARE:.0%} of it)", (1.0, 1.0, 1.0, 1.0), "//"))
+    return entries
+
+
+def _draw_segment_lanes(axes, data: VideoFigureData) -> None:
+    """Per class a ground-truth lane (filled bars) and detection lanes (outlined bars with their
+    score; overlapping detections on separate lanes, :func:`assign_lanes`, so they can be
+    counted; a whole-video detection hatched and labelled)."""
+    bars = lane_bars(data)
+    rows = lane_rows(data)
+    for bar in bars:
+        y = -bar.row
+        if bar.kind == "gt":
+            axes.broken_barh([(bar.start, bar.end - bar.start)], (y - 0.4, 0.8), facecolor=bar.colour,
+                             edgecolor=bar.colour)
+            continue
+        axes.broken_barh([(bar.start, bar.end - bar.start)], (y - 0.35, 0.7), facecolor=(*bar.colour[:3], 0.2),
+                         edgecolor=bar.colour, linewidth=1.5, hatch="//" if bar.whole_video else None)
+        text = f"{bar.score:.2f}" + ("  whole video" if bar.whole_video else "")
+        axes.text(bar.start + 0.005 * data.duration, y, text, va="center", ha="left", fontsize="x-small",
+                  clip_on=True)
+    ticks, labels, row = [], [], 0
+    for c, name in zip(data.classes.tolist(), data.class_names):
+        if data.has_ground_truth:
+            ticks.append(-row)
             labels.append(f"GT {name}")
-        axes.broken_barh(_as_spans(data.detections[c]), (det_y - 0.4, 0.8), facecolor=colour,
-                         alpha=0.45, edgecolor=colour)
-        ticks.append(det_y)
-        labels.append(f"det {name}")
+            row += 1
+        lanes = assign_lanes(data.detections[c])
+        count = max(1, int(lanes.max()) + 1 if len(lanes) else 1)
+        ticks += [-(row + k) for k in range(count)]
+        labels += [f"det {name}"] + [""] * (count - 1)
+        row += count
     axes.set_yticks(ticks, labels, fontsize="small")
+    axes.set_ylim(-rows + 0.4, 0.6)
     what = "ground truth and detections" if data.has_ground_truth else "detections"
     cut = f" scoring above {data.score_cut:g}" if np.isfinite(data.score_cut) else ""
     axes.set_title(what + cut, fontsize="medium")
-    handles = [Patch(color="black", alpha=0.45, label="detection")]
-    if data.has_ground_truth:
-        handles.insert(0, Patch(color="black", label="ground truth"))
-    axes.legend(handles=handles, loc="upper right", fontsize="small")
+    handles = [Patch(facecolor=face, edgecolor="black", hatch=hatch or None, label=label)
+               for label, face, hatch in legend_entries(data)]
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="x-small")
 
 
 def _as_spans(segments: np.ndarray) -> list:
