@@ -172,7 +172,8 @@ def test_aggregated_mean_and_std_are_those_of_the_trials(swept, demo):
     rows = read_csv(demo / "runs" / "t_sweep.csv")
     assert [(r["configuration"], r["checkpoint"]) for r in rows] == [("lr=0.001", "selected"), ("lr=0.001", "last")]
     assert float(rows[0]["mAP@0.5 mean"]) == pytest.approx(group["best"]["mAP@0.5"]["mean"])
-    assert "best configuration: lr=0.001" in log and "--select-on holdout" in log and "score (held-out videos)" in log
+    assert "best configuration: lr=0.001" in log and "--select-on holdout" in log
+    assert "sum mAP@0.1:0.7 (held-out videos)" in log
 
 
 # ----------------------------------------------------------------------------- without Ray
