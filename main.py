@@ -109,7 +109,7 @@ def resume_command(argv: Optional[List[str]], last: Path) -> str:
 def without_repeats(argv: List[str], parser: Optional[argparse.ArgumentParser] = None) -> List[Tuple[str, List[str]]]:
     """``argv`` as (dest, tokens) pairs, one per flag as written, where a flag given more than once
     keeps only its last occurrence (argparse's rule: the last one wins; an ``append`` flag such as
-    ``--video`` keeps all). ``--flag=value`` and unique abbreviations are read as argparse reads them;
+    an option of ``action="append"`` would keep all). ``--flag=value`` is read as argparse reads it;
     a token that names no flag is kept as it is (dest None)."""
     parser = parser or build_parser()
     options = parser._option_string_actions
@@ -119,9 +119,6 @@ def without_repeats(argv: List[str], parser: Optional[argparse.ArgumentParser] =
         token = argv[i]
         name = token.split("=", 1)[0]
         action = options.get(name)
-        if action is None and name.startswith("--"):
-            matches = {a for flag, a in options.items() if flag.startswith(name)}
-            action = matches.pop() if len(matches) == 1 else None
         if action is None:
             groups.append((None, [token]))
             i += 1
