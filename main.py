@@ -108,8 +108,8 @@ def resume_command(argv: Optional[List[str]], last: Path) -> str:
 
 def without_repeats(argv: List[str], parser: Optional[argparse.ArgumentParser] = None) -> List[Tuple[str, List[str]]]:
     """``argv`` as (dest, tokens) pairs, one per flag as written, where a flag given more than once
-    keeps only its last occurrence (argparse's rule: the last one wins; an ``append`` flag such as
-    an option of ``action="append"`` would keep all). ``--flag=value`` is read as argparse reads it;
+    keeps only its last occurrence (argparse's rule: the last one wins; an option of
+    ``action="append"`` would keep all). ``--flag=value`` is read as argparse reads it;
     a token that names no flag is kept as it is (dest None)."""
     parser = parser or build_parser()
     options = parser._option_string_actions
