@@ -218,7 +218,9 @@ def test_flags_page_is_generated_from_the_parsers():
     expected = flags_doc.render()
     assert (REPO / "docs" / "flags.md").read_text() == expected, \
         "docs/flags.md is not what the parsers give: run python -m utils.flags_doc > docs/flags.md"
-    for command in flags_doc.COMMANDS:  # every option of every command is on the page
+    commands = flags_doc.commands()
+    assert {"main.py", "test.py", "localize.py", "sweep.py", "-m dataset.make_demo"} <= set(commands), commands
+    for command in commands:  # every option of every command is on the page
         section = expected.split(f"## `python {command}`")[1].split("\n## ")[0]
         missing = [s for s in flags_doc.option_strings(flags_doc.command_parser(command))
                    if s.startswith("--") and s != "--help" and f"`{s}" not in section]

@@ -24,9 +24,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: The commands of docs/flags.md, in its order: a script beside main.py, or ``-m module``.
-COMMANDS = ("main.py", "test.py", "localize.py", "extract_features.py", "import_annotations.py",
-            "feature_store.py", "sweep.py", "-m dataset.make_demo")
+#: The commands that come first on docs/flags.md; the other scripts beside main.py follow by name.
+FIRST = ("main.py", "test.py", "localize.py")
+#: Commands run as modules (``python -m ...``), after the scripts.
+MODULES = ("-m dataset.make_demo", "-m utils.visualize", "-m utils.plots")
+
+
+def commands() -> tuple:
+    """The commands of docs/flags.md: every script beside main.py that runs as ``__main__``, then MODULES.
+
+    Found, not listed, so that a new or renamed entry point lands on the page by regenerating it."""
+    scripts = sorted(p.name for p in REPO.glob("*.py") if '__name__ == "__main__"' in p.read_text())
+    return tuple([c for c in FIRST if c in scripts] + [c for c in scripts if c not in FIRST]) + MODULES
 
 
 class _Parser(BaseException):
@@ -145,14 +154,15 @@ def render_command(command: str, parser: argparse.ArgumentParser) -> str:
     return "\n".join(lines)
 
 
-def render(commands=COMMANDS) -> str:
-    """The whole docs/flags.md."""
+def render(names=None) -> str:
+    """The whole docs/flags.md (of `names`, default: :func:`commands`)."""
+    names = commands() if names is None else names
     head = ["# Flags", "",
             "Every flag of every command, as its `--help` lists it. This page is generated from the parsers:",
             "do not edit it; after changing a parser run `python -m utils.flags_doc > docs/flags.md`",
             "(`tests/test_docs.py` fails until the page matches the code).", ""]
-    head += [f"- [`python {c}`](#{_anchor(f'python {c}')})" for c in commands] + [""]
-    return "\n".join(head + [render_command(c, command_parser(c)) for c in commands]).rstrip("\n") + "\n"
+    head += [f"- [`python {c}`](#{_anchor(f'python {c}')})" for c in names] + [""]
+    return "\n".join(head + [render_command(c, command_parser(c)) for c in names]).rstrip("\n") + "\n"
 
 
 def _anchor(heading: str) -> str:
